@@ -1,0 +1,54 @@
+// The admin HTTP listener (loopback by default): GET /healthz answers 200 once
+// config, certificates and the capture listener are ready (503 before), and
+// GET /status returns JSON with each peer's tunnel state and stream/byte counts.
+import http from 'node:http';
+import { ErrorCodes, QmeshError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+export interface AdminSources {
+  ready(): boolean;
+  status(): unknown;
+}
+
+export class AdminServer {
+  private server: http.Server | null = null;
+
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly sources: AdminSources,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const server = http.createServer((req, res) => this.handle(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new QmeshError(ErrorCodes.LISTEN, `cannot listen for admin on ${this.host}:${this.port}: ${err.code ?? err.message}`, { cause: err })),
+      );
+      server.listen({ host: this.host, port: this.port }, () => resolve());
+    });
+    this.server = server;
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const url = (req.url ?? '/').split('?')[0];
+    const send = (code: number, body: string, type = 'text/plain; charset=utf-8'): void => {
+      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
+    if (url === '/healthz') return this.sources.ready() ? send(200, 'ok\n') : send(503, 'starting\n');
+    if (url === '/status') return send(200, JSON.stringify(this.sources.status(), null, 2) + '\n', 'application/json');
+    send(404, 'not found: try /healthz or /status\n');
+  }
+
+  async stop(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+    this.log.debug('admin listener closed');
+  }
+}

@@ -1,0 +1,44 @@
+// `qmesh run`: loads the config, starts the Daemon and maps signals: SIGTERM
+// and SIGINT drain and exit 0; SIGHUP is logged (live reload is not built yet).
+// An unexpected exception is a bug: it is logged and the process exits 1 so
+// systemd restarts it.
+import { loadConfig } from '../config/load.js';
+import { Daemon } from '../daemon.js';
+import { createLogger } from '../log.js';
+
+export async function runCommand(file: string): Promise<void> {
+  const config = loadConfig(file, process.env);
+  const log = createLogger(config.log.level);
+  const daemon = new Daemon(config, log);
+  const crash = (err: unknown): void => {
+    log.fatal({ err: (err as Error)?.stack ?? String(err) }, 'unexpected error; exiting');
+    log.flush();
+    setTimeout(() => process.exit(1), 50);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    daemon
+      .stop()
+      .then(({ unfinished }) => {
+        log.flush();
+        setTimeout(() => process.exit(unfinished > 0 ? 1 : 0), 20);
+      })
+      .catch(crash);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => log.warn('SIGHUP received: live reload is not implemented yet; restart the daemon to apply a new config'));
+  try {
+    await daemon.start();
+  } catch (err) {
+    log.error({ err: String((err as Error).message ?? err) }, 'start failed');
+    await daemon.stop(0).catch(() => {});
+    log.flush();
+    throw err;
+  }
+}

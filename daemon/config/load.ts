@@ -1,0 +1,138 @@
+// Reads a JSON config file, validates it strictly against schema.ts, resolves
+// relative paths against the file's folder and returns a frozen, typed Config.
+// `qmesh check-config` and `qmesh run` both come through here.
+import fs from 'node:fs';
+import path from 'node:path';
+import { ErrorCodes, QmeshError } from '../errors.js';
+import { Cidr } from '../policy/cidr.js';
+import { parseHostPort, type HostPort } from './formats.js';
+import { makeConvict } from './schema.js';
+
+export interface PeerConfig {
+  readonly name: string;
+  readonly endpoint: HostPort;
+  readonly cidrs: readonly Cidr[];
+}
+
+export interface Config {
+  readonly file: string;
+  readonly node: { readonly name: string };
+  readonly listen: { readonly quic: HostPort; readonly capture: number; readonly admin: HostPort };
+  readonly tls: { readonly ca: string; readonly cert: string; readonly key: string; readonly trustDomain: string };
+  readonly local: { readonly cidrs: readonly Cidr[] };
+  readonly peers: readonly PeerConfig[];
+  readonly log: { readonly level: string };
+  readonly tunnel: {
+    readonly idleTimeoutMs: number;
+    readonly keepAliveMs: number;
+    readonly connectTimeoutMs: number;
+    readonly reconnectMinMs: number;
+    readonly reconnectMaxMs: number;
+    readonly maxDatagramBytes: number;
+    readonly maxStreams: number;
+  };
+  readonly drain: { readonly graceMs: number };
+  readonly capture: { readonly mark: number; readonly applyRules: boolean };
+}
+
+const fail = (file: string, message: string, cause?: unknown): never => {
+  throw new QmeshError(ErrorCodes.CONFIG, `${file}: ${message}`, { cause });
+};
+
+/** Loads and validates; throws QmeshError(QMESH_ERR_CONFIG) naming the key at fault. */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): Config {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = fs.readFileSync(abs, 'utf8');
+  } catch (err) {
+    return fail(file, `cannot read config file (${(err as NodeJS.ErrnoException).code ?? 'error'})`, err);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    return fail(file, `not valid JSON: ${(err as Error).message}`, err);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, 'top level must be a JSON object');
+  return parseConfig(raw as object, abs, env);
+}
+
+/** Validates an already-parsed object; `file` anchors relative paths. */
+export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = {}): Config {
+  const conf = makeConvict(env);
+  try {
+    conf.load(raw);
+    conf.validate({ allowed: 'strict' });
+  } catch (err) {
+    const lines = String((err as Error).message)
+      .split('\n')
+      .map((l) => l.replace(/^configuration param '([^']+)' not declared in the schema$/, '$1: unknown key (not in the schema; check its spelling)'))
+      .filter(Boolean);
+    return fail(file, lines.join('; '), err);
+  }
+  const v = conf.getProperties() as any;
+  const dir = path.dirname(file);
+  const resolve = (p: string): string => (p === '' ? '' : path.resolve(dir, p));
+
+  const local = (v.local.cidrs as string[]).map((c) => Cidr.parse(c));
+  const peers: PeerConfig[] = (v.peers as any[]).map((p) => ({
+    name: p.name,
+    endpoint: parseHostPort(p.endpoint),
+    cidrs: (p.cidrs as string[]).map((c) => Cidr.parse(c)),
+  }));
+  const config: Config = {
+    file,
+    node: { name: v.node.name },
+    listen: { quic: parseHostPort(v.listen.quic), capture: v.listen.capture, admin: parseHostPort(v.listen.admin) },
+    tls: { ca: resolve(v.tls.ca), cert: resolve(v.tls.cert), key: resolve(v.tls.key), trustDomain: v.tls.trustDomain },
+    local: { cidrs: local },
+    peers,
+    log: { level: v.log.level },
+    tunnel: { ...v.tunnel },
+    drain: { ...v.drain },
+    capture: { ...v.capture },
+  };
+  checkInvariants(config);
+  return deepFreeze(config);
+}
+
+function checkInvariants(c: Config): void {
+  const f = c.file;
+  if (c.tls.cert === '') fail(f, 'tls.cert: must name this host\'s certificate file (from `qmesh pki issue`)');
+  if (c.tls.key === '') fail(f, 'tls.key: must name this host\'s private key file');
+  const names = new Set<string>([c.node.name]);
+  c.peers.forEach((p, i) => {
+    if (names.has(p.name)) fail(f, `peers[${i}].name: "${p.name}" is used twice (or is this node's own name)`);
+    names.add(p.name);
+    if (p.endpoint.host === c.listen.quic.host && p.endpoint.port === c.listen.quic.port) {
+      fail(f, `peers[${i}].endpoint: equals listen.quic; a host is not its own peer`);
+    }
+  });
+  const owned: Array<{ cidr: Cidr; owner: string }> = c.local.cidrs.map((cidr) => ({ cidr, owner: 'local.cidrs' }));
+  c.peers.forEach((p, i) => p.cidrs.forEach((cidr) => owned.push({ cidr, owner: `peers[${i}].cidrs` })));
+  for (let i = 0; i < owned.length; i++) {
+    for (let j = i + 1; j < owned.length; j++) {
+      const a = owned[i]!;
+      const b = owned[j]!;
+      if (a.owner !== b.owner && a.cidr.overlaps(b.cidr)) {
+        fail(f, `${b.owner}: ${b.cidr} overlaps ${a.cidr} in ${a.owner}; every function CIDR must belong to exactly one host`);
+      }
+    }
+  }
+  if (c.tunnel.keepAliveMs >= c.tunnel.idleTimeoutMs) {
+    fail(f, `tunnel.keepAliveMs: must be below tunnel.idleTimeoutMs (${c.tunnel.idleTimeoutMs})`);
+  }
+  if (c.tunnel.reconnectMinMs > c.tunnel.reconnectMaxMs) {
+    fail(f, `tunnel.reconnectMinMs: must not exceed tunnel.reconnectMaxMs (${c.tunnel.reconnectMaxMs})`);
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    if (value instanceof Cidr) return Object.freeze(value);
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,239 @@
+// The one convict schema for qmesh's JSON config: every key has doc, format,
+// default and an env name. config/load.ts validates a file against it and
+// hands a frozen, typed Config to main.ts and the CLI verbs.
+import convict from 'convict';
+import { parseCidr, parseHostPort, parsePort } from './formats.js';
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function hostName(value: unknown): void {
+  if (typeof value !== 'string' || !NAME_RE.test(value)) {
+    throw new Error('must be a DNS label: lowercase letters, digits and "-", 1-63 characters');
+  }
+}
+
+function cidrList(value: unknown): void {
+  if (!Array.isArray(value)) throw new Error('must be an array of CIDR strings such as "198.19.1.0/24"');
+  value.forEach((item, i) => {
+    try {
+      parseCidr(item);
+    } catch (err) {
+      throw new Error(`[${i}] ${(err as Error).message}`);
+    }
+  });
+}
+
+function peerList(value: unknown): void {
+  if (!Array.isArray(value)) throw new Error('must be an array of { name, endpoint, cidrs } objects');
+  value.forEach((peer, i) => {
+    const where = `[${i}]`;
+    if (typeof peer !== 'object' || peer === null || Array.isArray(peer)) {
+      throw new Error(`${where} must be an object { name, endpoint, cidrs }`);
+    }
+    const allowed = new Set(['name', 'endpoint', 'cidrs']);
+    for (const key of Object.keys(peer)) {
+      if (!allowed.has(key)) throw new Error(`${where}.${key} is not a peer key (expected name, endpoint, cidrs)`);
+    }
+    const p = peer as Record<string, unknown>;
+    try {
+      hostName(p.name);
+    } catch (err) {
+      throw new Error(`${where}.name ${(err as Error).message}`);
+    }
+    try {
+      parseHostPort(p.endpoint);
+    } catch (err) {
+      throw new Error(`${where}.endpoint ${(err as Error).message}`);
+    }
+    if (!Array.isArray(p.cidrs) || p.cidrs.length === 0) {
+      throw new Error(`${where}.cidrs must be a non-empty array of CIDR strings`);
+    }
+    try {
+      cidrList(p.cidrs);
+    } catch (err) {
+      throw new Error(`${where}.cidrs${(err as Error).message}`);
+    }
+  });
+}
+
+function wrap(check: (v: unknown) => unknown): (v: unknown) => void {
+  return (v) => {
+    check(v);
+  };
+}
+
+/** Env values for array keys (QMESH_LOCAL_CIDRS, QMESH_PEERS) are JSON text. */
+const json = (v: unknown): unknown => {
+  if (typeof v !== 'string') return v;
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v; // left as a string so the format check reports it
+  }
+};
+convict.addFormat({ name: 'cidr-list', validate: cidrList, coerce: json });
+convict.addFormat({ name: 'peer-list', validate: peerList, coerce: json });
+
+export const schema = {
+  node: {
+    name: {
+      doc: 'This host\'s name; its certificate must carry spiffe://<tls.trustDomain>/host/<name>.',
+      format: hostName,
+      default: '',
+      env: 'QMESH_NODE_NAME',
+    },
+  },
+  listen: {
+    quic: {
+      doc: 'UDP address:port for QUIC tunnels (this host\'s underlay address, as peers list it as endpoint).',
+      format: wrap(parseHostPort),
+      default: '',
+      env: 'QMESH_LISTEN_QUIC',
+    },
+    capture: {
+      doc: 'TCP port that iptables REDIRECTs captured connections to (listens on all addresses).',
+      format: wrap(parsePort),
+      default: 15001,
+      env: 'QMESH_LISTEN_CAPTURE',
+    },
+    admin: {
+      doc: 'TCP address:port of the admin HTTP listener (/healthz, /status); keep it on loopback.',
+      format: wrap(parseHostPort),
+      default: '127.0.0.1:15000',
+      env: 'QMESH_LISTEN_ADMIN',
+    },
+  },
+  tls: {
+    ca: {
+      doc: 'PEM file with the mesh CA certificate(s) that peers\' certificates must chain to.',
+      format: String,
+      default: 'pki/ca.crt',
+      env: 'QMESH_TLS_CA',
+    },
+    cert: {
+      doc: 'PEM file with this host\'s certificate (from `qmesh pki issue`).',
+      format: String,
+      default: '',
+      env: 'QMESH_TLS_CERT',
+    },
+    key: {
+      doc: 'PEM file with this host\'s private key.',
+      format: String,
+      default: '',
+      env: 'QMESH_TLS_KEY',
+      sensitive: true,
+    },
+    trustDomain: {
+      doc: 'SPIFFE trust domain; identities are spiffe://<trustDomain>/host/<name>.',
+      format: hostNameOrDomain,
+      default: 'qmesh.test',
+      env: 'QMESH_TLS_TRUST_DOMAIN',
+    },
+  },
+  local: {
+    cidrs: {
+      doc: 'Function CIDRs on this host: never tunnelled, and the only destinations inbound streams may reach.',
+      format: 'cidr-list',
+      default: [] as string[],
+      env: 'QMESH_LOCAL_CIDRS',
+    },
+  },
+  peers: {
+    doc: 'Other hosts: [{ "name", "endpoint": "addr:port", "cidrs": [...] }]. TCP towards a peer\'s cidrs is tunnelled to it.',
+    format: 'peer-list',
+    default: [] as Array<{ name: string; endpoint: string; cidrs: string[] }>,
+    env: 'QMESH_PEERS',
+  },
+  log: {
+    level: {
+      doc: 'pino log level.',
+      format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+      default: 'info',
+      env: 'QMESH_LOG_LEVEL',
+    },
+  },
+  tunnel: {
+    idleTimeoutMs: {
+      doc: 'QUIC idle timeout: a peer silent this long is declared down (keep-alives keep live tunnels busy).',
+      format: positiveInt(1000, 600_000),
+      default: 6000,
+      env: 'QMESH_TUNNEL_IDLE_TIMEOUT_MS',
+    },
+    keepAliveMs: {
+      doc: 'Interval of ack-eliciting keep-alive packets on an idle tunnel; must be below idleTimeoutMs.',
+      format: positiveInt(100, 300_000),
+      default: 1000,
+      env: 'QMESH_TUNNEL_KEEP_ALIVE_MS',
+    },
+    connectTimeoutMs: {
+      doc: 'How long a captured connection waits for its peer\'s tunnel before it is reset.',
+      format: positiveInt(50, 60_000),
+      default: 2000,
+      env: 'QMESH_TUNNEL_CONNECT_TIMEOUT_MS',
+    },
+    reconnectMinMs: {
+      doc: 'First back-off delay before re-dialling a lost tunnel; doubles up to reconnectMaxMs.',
+      format: positiveInt(10, 60_000),
+      default: 100,
+      env: 'QMESH_TUNNEL_RECONNECT_MIN_MS',
+    },
+    reconnectMaxMs: {
+      doc: 'Cap of the re-dial back-off.',
+      format: positiveInt(10, 600_000),
+      default: 5000,
+      env: 'QMESH_TUNNEL_RECONNECT_MAX_MS',
+    },
+    maxDatagramBytes: {
+      doc: 'Largest UDP payload qmesh sends: 1350 fits any 1500-byte path; raise it (e.g. 8952) on jumbo-frame underlays.',
+      format: positiveInt(1200, 65_527),
+      default: 1350,
+      env: 'QMESH_TUNNEL_MAX_DATAGRAM_BYTES',
+    },
+    maxStreams: {
+      doc: 'Concurrent tunnelled connections one peer may have open towards this host.',
+      format: positiveInt(1, 1_000_000),
+      default: 65_536,
+      env: 'QMESH_TUNNEL_MAX_STREAMS',
+    },
+  },
+  drain: {
+    graceMs: {
+      doc: 'On SIGTERM: stop accepting, then let open connections finish for up to this long before exiting.',
+      format: positiveInt(0, 3_600_000),
+      default: 30_000,
+      env: 'QMESH_DRAIN_GRACE_MS',
+    },
+  },
+  capture: {
+    mark: {
+      doc: 'SO_MARK the daemon sets on its own TCP sockets; capture rules skip packets carrying it so nothing loops.',
+      format: positiveInt(1, 0xffffffff),
+      default: 0x51e5,
+      env: 'QMESH_CAPTURE_MARK',
+    },
+    applyRules: {
+      doc: '`qmesh run` installs the iptables rules itself at start (idempotent; they stay after exit so capture fails closed).',
+      format: Boolean,
+      default: true,
+      env: 'QMESH_CAPTURE_APPLY_RULES',
+    },
+  },
+};
+
+function hostNameOrDomain(value: unknown): void {
+  if (typeof value !== 'string' || value.length > 253 || !value.split('.').every((l) => NAME_RE.test(l))) {
+    throw new Error('must be a DNS name such as "qmesh.test" (lowercase labels separated by dots)');
+  }
+}
+
+function positiveInt(min: number, max: number): (v: unknown) => void {
+  return (v) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      throw new Error(`must be an integer from ${min} to ${max}`);
+    }
+  };
+}
+
+export type Schema = typeof schema;
+export const makeConvict = (env: NodeJS.ProcessEnv): convict.Config<any> =>
+  convict(schema as any, { env, args: [] });

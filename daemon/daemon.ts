@@ -1,0 +1,113 @@
+// Wires the data path together in start order — delivery first (QUIC listener,
+// inbound), then tunnels to peers, then capture, then the iptables rules — and
+// stops it in reverse, draining open connections for drain.graceMs.
+// Data path: capture/capture-listener.ts -> tunnel/tunnel-pool.ts ->
+// tunnel/stream-pipe.ts -> (peer) tunnel/quic-listener.ts -> inbound/delivery.ts.
+import { AdminServer } from './admin/admin-server.js';
+import { CaptureListener } from './capture/capture-listener.js';
+import { linuxSocketOptions, type SocketOptions } from './capture/socket-options.js';
+import type { Config } from './config/load.js';
+import { loadCredentials, type Credentials } from './identity/credentials.js';
+import { InboundDelivery } from './inbound/delivery.js';
+import { RuleManager } from './iptables/manager.js';
+import type { Logger } from './log.js';
+import { RouteTable } from './policy/route.js';
+import { QuicListener } from './tunnel/quic-listener.js';
+import { makeQuicheConfig, type QuicheConfig } from './tunnel/quiche.js';
+import { TunnelPool } from './tunnel/tunnel-pool.js';
+import { buildStatus } from './admin/status.js';
+
+export interface DaemonDeps {
+  readonly sockets?: SocketOptions;
+  readonly rules?: RuleManager | null;
+}
+
+export class Daemon {
+  ready = false;
+  readonly startedAt = Date.now();
+  credentials!: Credentials;
+  routes: RouteTable;
+  listener!: QuicListener;
+  pool!: TunnelPool;
+  capture!: CaptureListener;
+  inbound!: InboundDelivery;
+  private admin!: AdminServer;
+  private clientConfig!: QuicheConfig;
+  private serverConfig!: QuicheConfig;
+
+  constructor(
+    readonly config: Config,
+    readonly log: Logger,
+    private readonly deps: DaemonDeps = {},
+  ) {
+    this.routes = new RouteTable(config);
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this;
+    const sockets = this.deps.sockets ?? linuxSocketOptions;
+    this.admin = new AdminServer(config.listen.admin.host, config.listen.admin.port, {
+      ready: () => this.ready,
+      status: () => buildStatus(this),
+    }, log.child({ component: 'admin' }));
+    await this.admin.start();
+
+    this.credentials = loadCredentials(config);
+    this.clientConfig = makeQuicheConfig(this.credentials, config.tunnel);
+    this.serverConfig = makeQuicheConfig(this.credentials, config.tunnel);
+    log.info({ identity: this.credentials.identity, notAfter: this.credentials.notAfter.toISOString() }, 'certificate loaded');
+
+    this.inbound = new InboundDelivery(() => this.routes, sockets, config.capture.mark, log);
+    this.listener = new QuicListener({
+      listen: config.listen.quic,
+      peers: () => this.config.peers,
+      trustDomain: config.tls.trustDomain,
+      quicheConfig: () => this.serverConfig,
+      resetKey: this.credentials.resetKey,
+      keepAliveMs: config.tunnel.keepAliveMs,
+      maxDatagramBytes: config.tunnel.maxDatagramBytes,
+      maxConnections: Math.max(16, config.peers.length * 4),
+      onStream: (conn, peer, id) => this.inbound.onStream(conn, peer, id),
+      log,
+    });
+    await this.listener.start();
+
+    this.pool = new TunnelPool({
+      localHost: config.listen.quic.host,
+      trustDomain: config.tls.trustDomain,
+      quicheConfig: () => this.clientConfig,
+      tunnel: config.tunnel,
+      log: log.child({ component: 'tunnel' }),
+    });
+    this.pool.sync(config.peers);
+
+    this.capture = new CaptureListener(config.listen.capture, () => this.routes, this.pool, sockets, log);
+    await this.capture.start();
+
+    const rules = this.deps.rules === undefined ? (config.capture.applyRules ? new RuleManager(config) : null) : this.deps.rules;
+    if (rules) {
+      await rules.apply();
+      log.info({ backend: await rules.backend() }, 'iptables capture rules applied');
+    }
+    this.ready = true;
+    log.info({ node: config.node.name, peers: config.peers.map((p) => p.name) }, 'qmesh ready');
+  }
+
+  /** Stops capture, lets open connections finish for up to graceMs, then closes tunnels. */
+  async stop(graceMs = this.config.drain.graceMs): Promise<{ unfinished: number }> {
+    this.ready = false;
+    this.capture?.stop();
+    this.inbound?.stopAccepting();
+    const open = (): number => (this.capture?.counters.active ?? 0) + (this.inbound?.counters.active ?? 0);
+    const deadline = Date.now() + graceMs;
+    if (open() > 0) this.log.info({ open: open(), graceMs }, 'draining open connections');
+    while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const unfinished = open();
+    if (unfinished > 0) this.log.warn({ unfinished }, 'grace period over; resetting the rest');
+    this.pool?.stop();
+    await this.listener?.stop();
+    await this.admin?.stop();
+    this.log.info('qmesh stopped');
+    return { unfinished };
+  }
+}

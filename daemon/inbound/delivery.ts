@@ -1,0 +1,127 @@
+// The receiving end of a tunnel stream: reads the stream header, refuses a
+// destination outside local.cidrs (never an open relay) or a claimed source
+// outside the sending peer's cidrs, connects to the destination with the
+// daemon's SO_MARK and starts piping (tunnel/stream-pipe.ts).
+import net from 'node:net';
+import type { PeerConfig } from '../config/load.js';
+import type { Logger } from '../log.js';
+import type { SocketOptions } from '../capture/socket-options.js';
+import { peerOwns, type RouteTable } from '../policy/route.js';
+import { AppError } from '../tunnel/quiche.js';
+import { decodeStreamHeader, MAX_STREAM_HEADER_BYTES, type StreamHeader } from '../tunnel/stream-header.js';
+import { StreamPipe } from '../tunnel/stream-pipe.js';
+import type { TunnelConnection } from '../tunnel/tunnel-connection.js';
+
+export interface InboundCounters {
+  accepted: number;
+  denied: number;
+  connectFailed: number;
+  active: number;
+}
+
+const CONNECT_TIMEOUT_MS = 10_000;
+
+export class InboundDelivery {
+  readonly counters: InboundCounters = { accepted: 0, denied: 0, connectFailed: 0, active: 0 };
+  private markWarned = false;
+  private accepting = true;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly routes: () => RouteTable,
+    private readonly sockets: SocketOptions,
+    private readonly mark: number,
+    log: Logger,
+  ) {
+    this.log = log.child({ component: 'inbound' });
+  }
+
+  /** Draining: new streams are refused, open ones carry on. */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /** Called by the QUIC listener for each new stream a verified peer opens. */
+  onStream(conn: TunnelConnection, peer: PeerConfig, id: number): StreamPipe | null {
+    if (!this.accepting) return null; // the connection resets it
+
+    const log = this.log.child({ peer: peer.name, stream: id });
+    const started = Date.now();
+    let header: StreamHeader | null = null;
+    this.counters.active++;
+    const pipe = new StreamPipe(conn, id, log, (summary) => {
+      this.counters.active--;
+      const fields = header ? { src: `${header.source.ip}:${header.source.port}`, dst: `${header.destination.ip}:${header.destination.port}` } : {};
+      log.info({ direction: 'inbound', ...fields, ...summary, durationMs: Date.now() - started }, 'connection closed');
+    });
+    let buffered: Buffer = Buffer.alloc(0);
+    pipe.readHeaderWith((data) => {
+      buffered = buffered.length === 0 ? data : Buffer.concat([buffered, data]);
+      let decoded;
+      try {
+        decoded = decodeStreamHeader(buffered);
+      } catch (err) {
+        this.counters.denied++;
+        pipe.abort(`bad stream header: ${(err as Error).message}`, AppError.BAD_HEADER);
+        return;
+      }
+      if (decoded.kind === 'incomplete') {
+        if (buffered.length >= MAX_STREAM_HEADER_BYTES || pipe.peerFinished) {
+          this.counters.denied++;
+          pipe.abort('truncated stream header', AppError.BAD_HEADER);
+        }
+        return;
+      }
+      header = decoded.header;
+      pipe.readHeaderWith(null); // hold further data in quiche until connected
+      this.deliver(pipe, peer, decoded.header, buffered.subarray(decoded.length), log);
+    });
+    return pipe;
+  }
+
+  private deliver(pipe: StreamPipe, peer: PeerConfig, h: StreamHeader, firstBytes: Buffer, log: Logger): void {
+    const dst = h.destination;
+    if (!this.routes().isLocal(dst.ip)) {
+      this.counters.denied++;
+      log.warn({ dst: `${dst.ip}:${dst.port}`, reason: 'destination outside local.cidrs' }, 'inbound stream refused');
+      pipe.abort('destination not local', AppError.DENIED);
+      return;
+    }
+    if (!peerOwns(peer, h.source.ip)) {
+      this.counters.denied++;
+      log.warn({ src: String(h.source.ip), reason: `source outside ${peer.name}'s cidrs` }, 'inbound stream refused');
+      pipe.abort('source not owned by peer', AppError.DENIED);
+      return;
+    }
+    const socket = this.connect(dst.ip.text, dst.port, dst.ip.family, log);
+    socket.setNoDelay(true);
+    let connected = false;
+    const timer = setTimeout(() => socket.destroy(new Error('ETIMEDOUT')), CONNECT_TIMEOUT_MS);
+    socket.once('connect', () => {
+      connected = true;
+      clearTimeout(timer);
+      this.counters.accepted++;
+      pipe.attach(socket, null, firstBytes);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (connected) return; // the pipe handles errors from here on
+      this.counters.connectFailed++;
+      log.warn({ dst: `${dst.ip}:${dst.port}`, err: err.code ?? err.message }, 'destination connect failed');
+      pipe.abort(`connect failed: ${err.code ?? err.message}`, AppError.CONNECT_FAILED);
+    });
+  }
+
+  private connect(host: string, port: number, family: 4 | 6, log: Logger): net.Socket {
+    try {
+      return this.sockets.connectMarked(host, port, family, this.mark);
+    } catch (err) {
+      // Without CAP_NET_ADMIN there is no SO_MARK; delivery targets local CIDRs, which capture never matches.
+      if (!this.markWarned) {
+        this.markWarned = true;
+        log.warn({ err: String(err) }, 'cannot set SO_MARK on delivery sockets; continuing unmarked');
+      }
+      return net.connect({ host, port, allowHalfOpen: true });
+    }
+  }
+}

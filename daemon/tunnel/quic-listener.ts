@@ -1,0 +1,190 @@
+// The server side of every tunnel: one UDP socket on listen.quic. Datagrams
+// from addresses that are not configured peers are dropped before quiche sees
+// them; an Initial from a peer creates a connection whose certificate must
+// carry exactly that peer's SPIFFE id. Streams the peer opens go to inbound/.
+// Short packets for connections we no longer know (we restarted) get a
+// stateless reset, so the peer's stale tunnel dies at once instead of idling out.
+import crypto from 'node:crypto';
+import dgram from 'node:dgram';
+import type { PeerConfig } from '../config/load.js';
+import { ErrorCodes, QmeshError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { checkPeerCertificate } from '../identity/peer-identity.js';
+import { CID_BYTES, quiche, type HostPort, type QuicheConfig } from './quiche.js';
+import type { StreamPipe } from './stream-pipe.js';
+import { newTrafficCounters, TunnelConnection, type TrafficCounters } from './tunnel-connection.js';
+
+export interface QuicListenerOptions {
+  readonly listen: { host: string; port: number; family: 4 | 6 };
+  readonly peers: () => readonly PeerConfig[];
+  readonly trustDomain: string;
+  readonly quicheConfig: () => QuicheConfig;
+  /** Secret for stateless-reset tokens; derived from the host key so it survives restarts. */
+  readonly resetKey: Buffer;
+  readonly keepAliveMs: number;
+  readonly maxDatagramBytes: number;
+  readonly maxConnections: number;
+  readonly onStream: (conn: TunnelConnection, peer: PeerConfig, streamId: number) => StreamPipe | null;
+  readonly log: Logger;
+}
+
+export class QuicListener {
+  private socket: dgram.Socket | null = null;
+  private readonly byCid = new Map<string, TunnelConnection>();
+  /** The live verified connection from each peer (a newer one replaces an older one). */
+  readonly fromPeer = new Map<string, TunnelConnection>();
+  /** Traffic per peer on the connections it dialled to us (inbound streams). */
+  readonly traffic = new Map<string, TrafficCounters>();
+  droppedDatagrams = 0;
+  refusedHandshakes = 0;
+  private readonly log: Logger;
+  private local!: HostPort;
+
+  constructor(private readonly opts: QuicListenerOptions) {
+    this.log = opts.log.child({ component: 'quic-listener' });
+  }
+
+  async start(): Promise<void> {
+    const { host, port, family } = this.opts.listen;
+    const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new QmeshError(ErrorCodes.LISTEN, `cannot listen for QUIC on ${host}:${port}: ${err.code ?? err.message} (is the address on this host, is another daemon running?)`, { cause: err })),
+      );
+      socket.bind({ address: host, port }, () => resolve());
+    });
+    socket.on('error', (err) => this.log.warn({ err: String(err) }, 'QUIC socket error'));
+    socket.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
+    this.socket = socket;
+    this.local = { host, port };
+    this.log.info({ listen: `${host}:${port}` }, 'QUIC listener ready');
+  }
+
+  private peerAt(address: string): PeerConfig | undefined {
+    return this.opts.peers().find((p) => p.endpoint.host === address);
+  }
+
+  private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const peer = this.peerAt(rinfo.address);
+    if (!peer) {
+      this.droppedDatagrams++; // not a configured peer: never reaches quiche
+      return;
+    }
+    let header;
+    try {
+      header = quiche.Header.fromSlice(msg, CID_BYTES);
+    } catch {
+      this.droppedDatagrams++;
+      return;
+    }
+    const from: HostPort = { host: rinfo.address, port: rinfo.port };
+    const conn = this.byCid.get(Buffer.from(header.dcid).toString('latin1'));
+    if (conn) {
+      conn.recv(msg, from, this.local);
+      return;
+    }
+    if (header.ty === quiche.Type.Short) {
+      this.sendStatelessReset(header.dcid, msg.length, from);
+      return;
+    }
+    if (header.ty !== quiche.Type.Initial) {
+      this.droppedDatagrams++;
+      return;
+    }
+    if (!quiche.versionIsSupported(header.version)) {
+      const out = Buffer.allocUnsafe(1350);
+      const n = quiche.negotiateVersion(header.scid, header.dcid, out);
+      this.socket?.send(out.subarray(0, n), from.port, from.host);
+      return;
+    }
+    if (this.byCid.size / 2 >= this.opts.maxConnections) {
+      this.refusedHandshakes++;
+      return;
+    }
+    this.accept(msg, header.dcid, peer, from);
+  }
+
+  private accept(msg: Buffer, odcid: Uint8Array, peer: PeerConfig, from: HostPort): void {
+    const scid = crypto.randomBytes(CID_BYTES);
+    const config = this.opts.quicheConfig();
+    config.setStatelessResetToken(this.resetToken(scid));
+    const quic = quiche.Connection.accept(scid, null, this.local, from, config);
+    const log = this.log.child({ peer: peer.name, role: 'server' });
+    const keys = [Buffer.from(odcid).toString('latin1'), scid.toString('latin1')];
+    const conn = new TunnelConnection(
+      quic,
+      'server',
+      (d) => this.socket?.send(d, from.port, from.host),
+      {
+        verify: (c) => this.verify(c, peer),
+        onEstablished: (c) => {
+          const previous = this.fromPeer.get(peer.name);
+          this.fromPeer.set(peer.name, c);
+          log.info({ from: `${from.host}:${from.port}` }, 'peer tunnel accepted');
+          // The peer dialled again: its old connection is dead (restart or lost path).
+          if (previous && previous !== c) previous.close(0x5, 'replaced by a newer connection');
+        },
+        onNewStream: (c, id) => this.opts.onStream(c, peer, id),
+        onClosed: (c, reason) => {
+          for (const k of keys) this.byCid.delete(k);
+          if (this.fromPeer.get(peer.name) === c) this.fromPeer.delete(peer.name);
+          if (c.verified) log.info({ reason }, 'peer tunnel closed');
+          else {
+            this.refusedHandshakes++;
+            log.warn({ reason }, 'peer handshake failed');
+          }
+        },
+      },
+      log,
+      this.opts.maxDatagramBytes,
+      this.opts.keepAliveMs,
+      this.trafficOf(peer.name),
+    );
+    for (const k of keys) this.byCid.set(k, conn);
+    conn.recv(msg, from, this.local);
+  }
+
+  trafficOf(name: string): TrafficCounters {
+    let t = this.traffic.get(name);
+    if (!t) this.traffic.set(name, (t = newTrafficCounters()));
+    return t;
+  }
+
+  private verify(c: TunnelConnection, peer: PeerConfig): string | null {
+    const der = c.quic.peerCertChain()?.[0];
+    if (!der) return 'peer presented no client certificate';
+    // The address says which peer this must be; the certificate must say the same.
+    const result = checkPeerCertificate(der, { trustDomain: this.opts.trustDomain, expectedName: peer.name });
+    if (!result.ok) return `${result.reason} (datagrams came from ${peer.name}'s endpoint)`;
+    c.peerName = result.name;
+    return null;
+  }
+
+  private resetToken(cid: Uint8Array): bigint {
+    const mac = crypto.createHmac('sha256', this.opts.resetKey).update(cid).digest();
+    return mac.readBigUInt64BE(0) << 64n | mac.readBigUInt64BE(8);
+  }
+
+  /** RFC 9000 10.3: looks like a short packet, ends with the token for the unknown CID. */
+  private sendStatelessReset(dcid: Uint8Array, receivedBytes: number, to: HostPort): void {
+    if (receivedBytes < 43) return; // must be smaller than what triggered it, and at least 22 + CID bytes
+    const token = this.resetToken(dcid);
+    const len = Math.min(receivedBytes - 1, 43);
+    const out = crypto.randomBytes(len);
+    out[0] = (out[0]! & 0x3f) | 0x40;
+    out.writeBigUInt64BE(token >> 64n, len - 16);
+    out.writeBigUInt64BE(token & 0xffffffffffffffffn, len - 8);
+    this.socket?.send(out, to.port, to.host);
+  }
+
+  connections(): TunnelConnection[] {
+    return [...new Set(this.byCid.values())];
+  }
+
+  async stop(reason = 'daemon stopping'): Promise<void> {
+    for (const c of this.connections()) c.close(0x5, reason);
+    const s = this.socket;
+    this.socket = null;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+}

@@ -1,0 +1,253 @@
+// Joins one TCP socket to one QUIC stream, each direction on its own so
+// half-close survives: TCP data -> streamSend, TCP FIN -> stream FIN, stream
+// data -> socket.write, stream FIN -> socket.end(); a reset on either side
+// becomes a reset on the other. Backpressure both ways: a full stream pauses
+// the socket, a full socket stops streamRecv (quiche flow control then slows
+// the peer). Used by capture/ (outbound) and inbound/ (delivery).
+import type net from 'node:net';
+import type { Logger } from '../log.js';
+import { AppError, quicheErrorKind } from './quiche.js';
+import type { TunnelConnection } from './tunnel-connection.js';
+
+const RECV_CHUNK = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
+
+export interface PipeSummary {
+  bytesToPeer: number;
+  bytesFromPeer: number;
+  outcome: string;
+}
+
+export class StreamPipe {
+  private socket: net.Socket | null = null;
+  private pending: Buffer[] = []; // accepted from TCP, not yet taken by quiche
+  private tcpEnded = false; // client sent FIN
+  private finSent = false;
+  private finReceived = false;
+  private readPaused = false; // socket.write said "full": stop streamRecv until drain
+  private done = false;
+  private socketClosed = false;
+  private bytesToPeer = 0;
+  private bytesFromPeer = 0;
+  private readonly startedAt = Date.now();
+  /** Before a socket is attached (inbound connecting), readable data stays in quiche. */
+  private headerHandler: ((data: Buffer) => void) | null = null;
+
+  constructor(
+    readonly tunnel: TunnelConnection,
+    readonly id: number,
+    private readonly log: Logger,
+    private readonly onDone: (summary: PipeSummary) => void,
+  ) {}
+
+  /** Inbound: the first readable bytes go to `handler` (header parsing) until attach(). */
+  readHeaderWith(handler: ((data: Buffer) => void) | null): void {
+    this.headerHandler = handler;
+  }
+
+  /** Starts piping `socket` both ways; `firstBytes` go to the stream before any TCP data. */
+  attach(socket: net.Socket, firstBytes: Buffer | null, bytesForSocket: Buffer | null): void {
+    this.headerHandler = null;
+    this.socket = socket;
+    if (firstBytes && firstBytes.length > 0) this.sendOrQueue(firstBytes);
+    if (bytesForSocket && bytesForSocket.length > 0) {
+      this.bytesFromPeer += bytesForSocket.length;
+      this.tunnel.traffic.bytesReceived += bytesForSocket.length;
+      if (!socket.write(bytesForSocket)) this.pauseReading();
+    }
+    // The peer's FIN may have come with the header already.
+    if (this.finReceived) socket.end();
+    socket.on('data', (chunk: Buffer) => this.onTcpData(chunk));
+    socket.on('end', () => {
+      this.tcpEnded = true;
+      if (this.pending.length === 0) this.sendFin();
+    });
+    socket.on('error', () => {}); // 'close' below carries the outcome
+    socket.on('close', (hadError) => this.onTcpClose(hadError));
+    if (this.pending.length > 0) socket.pause();
+    else socket.resume();
+    this.onReadable();
+    this.tunnel.scheduleFlush();
+  }
+
+  /** Reads one header chunk while in header mode; returns it raw (the caller parses). */
+  readRaw(): Buffer | null | 'reset' {
+    const buf = Buffer.allocUnsafe(RECV_CHUNK);
+    try {
+      const r = this.tunnel.quic.streamRecv(this.id, buf);
+      if (r === null) return null;
+      if (r[1]) this.finReceived = true;
+      return buf.subarray(0, r[0]);
+    } catch {
+      return 'reset';
+    }
+  }
+
+  get peerFinished(): boolean {
+    return this.finReceived;
+  }
+
+  private onTcpData(chunk: Buffer): void {
+    this.bytesToPeer += chunk.length;
+    this.tunnel.traffic.bytesSent += chunk.length;
+    this.sendOrQueue(chunk);
+    this.tunnel.scheduleFlush();
+  }
+
+  private sendOrQueue(chunk: Buffer): void {
+    if (this.pending.length > 0) {
+      this.pending.push(chunk);
+      return;
+    }
+    const n = this.streamSend(chunk, false);
+    if (n < 0) return; // stream stopped: already reset
+    if (n < chunk.length) {
+      this.pending.push(chunk.subarray(n));
+      this.socket?.pause();
+      this.tunnel.blocked.add(this);
+    }
+  }
+
+  /** Stream capacity may be back: push what is queued, then resume the socket. */
+  onWritable(): void {
+    while (this.pending.length > 0) {
+      const head = this.pending[0]!;
+      const n = this.streamSend(head, false);
+      if (n < 0) return;
+      if (n < head.length) {
+        this.pending[0] = head.subarray(n);
+        return;
+      }
+      this.pending.shift();
+    }
+    this.tunnel.blocked.delete(this);
+    if (this.tcpEnded) this.sendFin();
+    else this.socket?.resume();
+  }
+
+  /** Returns bytes taken, or -1 if the stream is gone (the pipe has been reset). */
+  private streamSend(buf: Buffer, fin: boolean): number {
+    try {
+      const n = this.tunnel.quic.streamSend(this.id, buf, fin);
+      return n ?? 0;
+    } catch (err) {
+      const [kind] = quicheErrorKind(err);
+      this.resetTcp(kind === 'StreamStopped' ? 'peer stopped the stream' : `stream send failed: ${kind}`);
+      return -1;
+    }
+  }
+
+  private sendFin(): void {
+    if (this.finSent || this.done) return;
+    if (this.streamSend(EMPTY, true) < 0) return;
+    this.finSent = true;
+    // Flush now, not at the end of the turn: quiche 0.18 drops a zero-length FIN
+    // if an ACK completing the stream is processed before the FIN is emitted
+    // (cloudflare/quiche#2525); the peer would then wait for EOF forever.
+    this.tunnel.flush();
+    this.maybeDone();
+  }
+
+  /** quiche has stream data for us. */
+  onReadable(): void {
+    if (this.done) return;
+    if (this.headerHandler) {
+      const data = this.readRaw();
+      if (data === 'reset') this.abort('reset by peer before the header');
+      else if (data) this.headerHandler(data);
+      return;
+    }
+    if (!this.socket || this.readPaused) return;
+    for (;;) {
+      const buf = Buffer.allocUnsafe(RECV_CHUNK);
+      let r: [number, boolean] | null;
+      try {
+        r = this.tunnel.quic.streamRecv(this.id, buf);
+      } catch (err) {
+        const [kind] = quicheErrorKind(err);
+        this.resetTcp(kind === 'StreamReset' ? 'reset by peer' : `stream receive failed: ${kind}`);
+        return;
+      }
+      if (r === null) break;
+      const [n, fin] = r;
+      let ok = true;
+      if (n > 0) {
+        this.bytesFromPeer += n;
+        this.tunnel.traffic.bytesReceived += n;
+        // Small reads are copied so the 64 KiB buffer is not pinned by a few bytes.
+        ok = this.socket.write(n < 4096 ? Buffer.from(buf.subarray(0, n)) : buf.subarray(0, n));
+      }
+      if (fin) {
+        this.finReceived = true;
+        this.socket.end();
+        this.maybeDone();
+        break;
+      }
+      if (!ok) {
+        this.pauseReading();
+        break;
+      }
+    }
+    this.tunnel.scheduleAckFlush(); // flow-control credit for the peer can ride with the next ACK
+  }
+
+  private pauseReading(): void {
+    if (this.readPaused || !this.socket) return;
+    this.readPaused = true;
+    this.socket.once('drain', () => {
+      this.readPaused = false;
+      this.onReadable();
+    });
+  }
+
+  private onTcpClose(hadError: boolean): void {
+    if (this.done) return;
+    this.socketClosed = true;
+    if (hadError || !this.tcpEnded) {
+      // The TCP side went away without a clean FIN: reset the stream.
+      this.abort(hadError ? 'tcp reset' : 'tcp closed early');
+      return;
+    }
+    // Clean close: queued bytes may still be on their way into the stream.
+    this.maybeDone();
+  }
+
+  private maybeDone(): void {
+    if (this.finSent && this.finReceived && this.socketClosed) this.finishPipe('closed');
+  }
+
+  /** The stream side failed: reset the TCP connection (the client sees ECONNRESET). */
+  private resetTcp(why: string): void {
+    if (this.done) return;
+    this.tunnel.shutdownStream(this.id, AppError.TCP_RESET);
+    this.socket?.resetAndDestroy();
+    this.finishPipe(why);
+  }
+
+  /** The TCP side failed or was refused: reset the stream and the socket. */
+  abort(why: string, code: number = AppError.TCP_RESET): void {
+    if (this.done) return;
+    this.tunnel.shutdownStream(this.id, code);
+    if (this.socket && !this.socket.destroyed) this.socket.resetAndDestroy();
+    this.finishPipe(why);
+  }
+
+  /** The whole tunnel died: only the TCP side can still be told. */
+  abortFromTunnel(): void {
+    if (this.done) return;
+    if (this.socket && !this.socket.destroyed) this.socket.resetAndDestroy();
+    this.finishPipe('tunnel closed');
+  }
+
+  private finishPipe(outcome: string): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.tunnel.streams.get(this.id) === this) {
+      this.tunnel.streams.delete(this.id);
+      this.tunnel.traffic.streamsActive--;
+    }
+    this.tunnel.blocked.delete(this);
+    this.onDone({ bytesToPeer: this.bytesToPeer, bytesFromPeer: this.bytesFromPeer, outcome });
+    this.log.debug({ durationMs: Date.now() - this.startedAt }, 'stream finished');
+  }
+}

@@ -1,0 +1,312 @@
+// One QUIC connection to a peer, driven on the raw quiche binding: datagrams in
+// (recv), readable streams out to their StreamPipes, packets out in batches
+// (flush, at most once per event-loop turn), and one timer for quiche's timeouts.
+// PeerTunnel (client role) and QuicListener (server role) own these; the
+// streams they carry are StreamPipes (stream-pipe.ts).
+import type { Logger } from '../log.js';
+import { AppError, quicheErrorKind, type QuicheConnection } from './quiche.js';
+import type { StreamPipe } from './stream-pipe.js';
+
+export type Role = 'client' | 'server';
+
+/** Per-peer traffic counters; they outlive connections (a re-dial keeps counting). */
+export interface TrafficCounters {
+  streamsTotal: number;
+  streamsActive: number;
+  bytesSent: number; // stream payload towards the peer
+  bytesReceived: number; // stream payload from the peer
+}
+
+export const newTrafficCounters = (): TrafficCounters => ({ streamsTotal: 0, streamsActive: 0, bytesSent: 0, bytesReceived: 0 });
+
+export interface TunnelConnectionHooks {
+  /** Called once when the handshake completes; returns a refusal reason, or null to accept. */
+  verify(conn: TunnelConnection): string | null;
+  /** A peer-initiated stream we have not seen (server role). Returns its pipe, or null to refuse. */
+  onNewStream?(conn: TunnelConnection, streamId: number): StreamPipe | null;
+  onEstablished?(conn: TunnelConnection): void;
+  onClosed(conn: TunnelConnection, reason: string): void;
+}
+
+const SLAB_BYTES = 256 * 1024;
+/**
+ * Acknowledgements alone may wait this long (we advertise quiche's default
+ * max_ack_delay of 25 ms, so peers allow it). A reply usually leaves within it
+ * and carries the ACK, saving a packet and a wake-up on both hosts.
+ */
+const ACK_DELAY_MS = 1;
+/** ...but every second ack-eliciting packet is acknowledged at once (RFC 9000 13.2.2). */
+const ACK_EVERY_PACKETS = 2;
+
+/** Connections with packets to send; flushed once per event-loop turn (batches ACKs and data). */
+const dirty = new Set<TunnelConnection>();
+let flushScheduled = false;
+function flushDirty(): void {
+  flushScheduled = false;
+  for (const c of dirty) {
+    dirty.delete(c);
+    c.flush();
+  }
+}
+
+export class TunnelConnection {
+  readonly streams = new Map<number, StreamPipe>();
+  /** Pipes waiting for stream capacity (TCP side paused). */
+  readonly blocked = new Set<StreamPipe>();
+  verified = false;
+  closed = false;
+  peerName: string | null = null;
+  readonly createdAt = Date.now();
+  private nextStreamId: number;
+  private highestPeerStream = -1;
+  private slab = Buffer.allocUnsafe(SLAB_BYTES);
+  private slabOffset = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private timerDeadline = Infinity;
+  private keepAlive: NodeJS.Timeout | null = null;
+  private ackTimer: NodeJS.Timeout | null = null;
+  private packetsSinceFlush = 0;
+  /** The last flush ended on a full-size packet: probably congestion-limited with data queued. */
+  private sendingBulk = false;
+
+  constructor(
+    readonly quic: QuicheConnection,
+    readonly role: Role,
+    private readonly transmit: (datagram: Buffer) => void,
+    private readonly hooks: TunnelConnectionHooks,
+    readonly log: Logger,
+    private readonly maxDatagramBytes: number,
+    keepAliveMs: number,
+    readonly traffic: TrafficCounters = newTrafficCounters(),
+  ) {
+    this.nextStreamId = role === 'client' ? 0 : 1;
+    this.keepAlive = setInterval(() => {
+      if (this.closed || !this.quic.isEstablished()) return;
+      this.quic.sendAckEliciting();
+      this.scheduleFlush();
+    }, keepAliveMs);
+    this.keepAlive.unref();
+  }
+
+  /** One datagram from the peer. */
+  recv(datagram: Buffer, from: { host: string; port: number }, to: { host: string; port: number }): void {
+    if (this.closed) return;
+    try {
+      this.quic.recv(datagram, { from, to });
+    } catch (err) {
+      // A datagram quiche cannot use (garbage, duplicate, too late) costs nothing else.
+      this.log.trace({ err: String(err) }, 'datagram not accepted by quiche');
+    }
+    this.packetsSinceFlush++;
+    this.afterInput(true);
+  }
+
+  /** Runs after anything that may have changed quiche's state. */
+  private afterInput(fromPeer = false): void {
+    if (!this.verified && !this.closed && this.quic.isEstablished()) {
+      const refusal = this.hooks.verify(this);
+      if (refusal !== null) {
+        this.log.warn({ reason: refusal }, 'peer identity refused; closing tunnel');
+        this.close(AppError.IDENTITY, `identity refused: ${refusal}`);
+        return;
+      }
+      this.verified = true;
+      this.hooks.onEstablished?.(this);
+    }
+    if (this.verified) {
+      for (const id of this.quic.readable()) this.streamReadable(id);
+      this.retryBlocked();
+    }
+    if (this.quic.isClosed()) this.finish();
+    else if (fromPeer && this.verified && !this.sendingBulk && this.packetsSinceFlush < ACK_EVERY_PACKETS) this.scheduleAckFlush();
+    else this.scheduleFlush();
+  }
+
+  private streamReadable(id: number): void {
+    const pipe = this.streams.get(id);
+    if (pipe) {
+      pipe.onReadable();
+      return;
+    }
+    const peerInitiated = (id & 1) === (this.role === 'client' ? 1 : 0);
+    if (peerInitiated && id > this.highestPeerStream && this.hooks.onNewStream) {
+      this.highestPeerStream = id;
+      const created = this.hooks.onNewStream(this, id);
+      if (created) {
+        this.addStream(created);
+        created.onReadable();
+        return;
+      }
+    }
+    // A stream we no longer track (or never allowed): tell the peer to stop.
+    this.shutdownStream(id, AppError.SHUTDOWN);
+  }
+
+  /** Registers a pipe; StreamPipe.finishPipe removes it. */
+  addStream(pipe: StreamPipe): void {
+    this.streams.set(pipe.id, pipe);
+    this.traffic.streamsTotal++;
+    this.traffic.streamsActive++;
+  }
+
+  retryBlocked(): void {
+    for (const pipe of this.blocked) pipe.onWritable();
+  }
+
+  /** Allocates the next locally-initiated bidirectional stream id. */
+  openStreamId(): number {
+    const id = this.nextStreamId;
+    this.nextStreamId += 4;
+    return id;
+  }
+
+  streamsLeft(): number {
+    return this.quic.peerStreamsLeftBidi();
+  }
+
+  /** Sends RESET_STREAM and STOP_SENDING for a stream (either may already be done). */
+  shutdownStream(id: number, code: number): void {
+    for (const dir of [1, 0]) {
+      try {
+        this.quic.streamShutdown(id, dir, code);
+      } catch {
+        // already finished in that direction
+      }
+    }
+    this.scheduleFlush();
+  }
+
+  /** Only acknowledgements or flow-control credit are due: they may wait ACK_DELAY_MS. */
+  scheduleAckFlush(): void {
+    if (this.closed || this.ackTimer || dirty.has(this)) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = null;
+      this.flush();
+    }, ACK_DELAY_MS);
+  }
+
+  /** Data (or a stream event) is queued: send it at the end of this event-loop turn. */
+  scheduleFlush(): void {
+    if (this.closed) return;
+    dirty.add(this);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flushDirty);
+    }
+  }
+
+  /** Sends every packet quiche has ready, then re-arms the timer. */
+  flush(): void {
+    if (this.closed) return;
+    if (this.ackTimer) {
+      clearTimeout(this.ackTimer);
+      this.ackTimer = null;
+    }
+    this.packetsSinceFlush = 0;
+    let last = 0;
+    for (;;) {
+      if (this.slabOffset + this.maxDatagramBytes > this.slab.length) {
+        this.slab = Buffer.allocUnsafe(SLAB_BYTES);
+        this.slabOffset = 0;
+      }
+      const room = this.slab.subarray(this.slabOffset, this.slabOffset + this.maxDatagramBytes);
+      let written: number;
+      try {
+        const r = this.quic.send(room);
+        if (r === null) break;
+        written = r[0];
+      } catch (err) {
+        this.log.debug({ err: String(err) }, 'quiche send failed');
+        break;
+      }
+      // The datagram keeps its slab slice until the kernel has it; the slab is never reused.
+      this.transmit(room.subarray(0, written));
+      this.slabOffset += written;
+      last = written;
+    }
+    this.sendingBulk = last >= this.maxDatagramBytes - 64;
+    if (this.quic.isClosed()) {
+      this.finish();
+      return;
+    }
+    this.armTimer();
+  }
+
+  private armTimer(): void {
+    const ms = this.quic.timeout();
+    if (ms === null) return;
+    const deadline = Date.now() + ms;
+    // A timer that fires early is harmless (onTimeout re-checks), so keep it unless the new deadline is sooner.
+    if (this.timer && this.timerDeadline <= deadline + 1) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerDeadline = deadline;
+    this.timer = setTimeout(() => this.onTimer(), ms);
+  }
+
+  private onTimer(): void {
+    this.timer = null;
+    this.timerDeadline = Infinity;
+    if (this.closed) return;
+    const left = this.quic.timeout();
+    if (left !== null && left > 0) {
+      this.armTimer();
+      return;
+    }
+    this.quic.onTimeout();
+    this.afterInput();
+    this.flush();
+  }
+
+  /** Closes the connection (CONNECTION_CLOSE is sent on the next flush). */
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    try {
+      this.quic.close(true, code, Buffer.from(reason.slice(0, 100)));
+    } catch {
+      // already closing
+    }
+    this.flush();
+    this.finish(reason);
+  }
+
+  /** Declares the connection dead without waiting for quiche (e.g. ICMP port unreachable). */
+  abort(reason: string): void {
+    this.finish(reason);
+  }
+
+  private finish(reason?: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    dirty.delete(this);
+    if (this.timer) clearTimeout(this.timer);
+    if (this.keepAlive) clearInterval(this.keepAlive);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.timer = this.keepAlive = this.ackTimer = null;
+    for (const pipe of [...this.streams.values()]) pipe.abortFromTunnel();
+    this.streams.clear();
+    this.blocked.clear();
+    this.hooks.onClosed(this, reason ?? this.closeReason());
+  }
+
+  closeReason(): string {
+    if (this.quic.isTimedOut()) return 'idle timeout (peer silent)';
+    const peer = this.quic.peerError();
+    if (peer) return `closed by peer: code ${peer.errorCode}${peer.isApp ? ' (app)' : ''} ${Buffer.from(peer.reason).toString()}`.trim();
+    const local = this.quic.localError();
+    if (local) return `closed locally: code ${local.errorCode}${local.isApp ? ' (app)' : ''} ${Buffer.from(local.reason).toString()}`.trim();
+    return 'closed';
+  }
+
+  /** Path statistics for /status. */
+  pathStats(): { rttMs: number; cwnd: number; lost: number } {
+    try {
+      const p = this.quic.pathStats()[0];
+      const s = this.quic.stats();
+      return { rttMs: p ? p.rtt / 1e6 : 0, cwnd: p?.cwnd ?? 0, lost: s.lost };
+    } catch {
+      return { rttMs: 0, cwnd: 0, lost: 0 };
+    }
+  }
+}
+
+export { quicheErrorKind };

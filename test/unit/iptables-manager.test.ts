@@ -1,0 +1,190 @@
+// RuleManager against a fake iptables (an in-memory CommandRunner): command
+// order, idempotence, jump repair, backend choice and error reporting.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../daemon/config/load.js';
+import type { CommandResult, CommandRunner } from '../../daemon/iptables/command-runner.js';
+import { RuleManager } from '../../daemon/iptables/manager.js';
+
+const config = loadConfig(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../config/examples/host-1.json'));
+const BUILTIN: Record<string, string[]> = { filter: ['INPUT', 'FORWARD', 'OUTPUT'], nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'] };
+const ok = (stdout = ''): CommandResult => ({ code: 0, stdout, stderr: '' });
+const quote = (t: string) => (t.includes(' ') ? `"${t}"` : t);
+
+/** Just enough iptables: -V, -save, -S, -N, -F, -X, -A, -I n, -D spec, -C spec; one table set per backend. */
+class FakeIptables implements CommandRunner {
+  readonly calls: string[][] = [];
+  readonly tables: Record<string, Record<string, Map<string, string[][]>>> = { nft: {}, legacy: {} };
+  /** Binaries that do not exist on this fake host. */
+  missing = new Set<string>();
+  failOn: ((argv: readonly string[]) => CommandResult | undefined) | undefined;
+  defaultBackend = 'nft';
+
+  chains(backend: string, table: string): Map<string, string[][]> {
+    return (this.tables[backend]![table] ??= new Map(BUILTIN[table]!.map((c) => [c, []])));
+  }
+
+  async run(argv: readonly string[]): Promise<CommandResult> {
+    this.calls.push([...argv]);
+    const [bin, ...args] = argv as [string, ...string[]];
+    if (this.missing.has(bin)) return { code: 127, stdout: '', stderr: `${bin}: command not found` };
+    const failed = this.failOn?.(argv);
+    if (failed) return failed;
+    const backend = bin.includes('legacy') ? 'legacy' : bin.includes('nft') ? 'nft' : this.defaultBackend;
+    if (args[0] === '-V') return ok(`${bin} v1.8.9 (${backend === 'nft' ? 'nf_tables' : 'legacy'})\n`);
+    if (bin.endsWith('-save')) {
+      const lines = Object.keys(this.tables[backend]!).flatMap((t) => this.listing(backend, t).filter((l) => l.startsWith('-A')));
+      return ok(lines.join('\n'));
+    }
+    const [w, , t, table, verb, chain, ...rest] = args as string[];
+    if (w !== '-w' || t !== '-t' || !table) return { code: 2, stdout: '', stderr: 'bad call' };
+    const chains = this.chains(backend, table);
+    const rules = chain === undefined ? undefined : chains.get(chain);
+    const same = (r: string[], spec: string[]) => r.join('\u0000') === spec.join('\u0000');
+    const noChain = { code: 1, stdout: '', stderr: `iptables: No chain/target/match by that name.` };
+    switch (verb) {
+      case '-S': return ok(this.listing(backend, table).join('\n') + '\n');
+      case '-N': if (rules) return { code: 1, stdout: '', stderr: 'iptables: Chain already exists.' }; chains.set(chain!, []); return ok();
+      case '-F': if (!rules) return noChain; rules.length = 0; return ok();
+      case '-X': chains.delete(chain!); return ok();
+      case '-A': if (!rules) return noChain; rules.push(rest); return ok();
+      case '-I': if (!rules) return noChain; rules.splice(Number(rest[0]) - 1, 0, rest.slice(1)); return ok();
+      case '-C': return rules?.some((r) => same(r, rest)) ? ok() : { code: 1, stdout: '', stderr: 'iptables: Bad rule (does a matching rule exist in that chain?).' };
+      case '-D': {
+        const i = rules?.findIndex((r) => same(r, rest)) ?? -1;
+        if (i < 0) return { code: 1, stdout: '', stderr: 'iptables: Bad rule.' };
+        rules!.splice(i, 1);
+        return ok();
+      }
+      default: return { code: 2, stdout: '', stderr: `unknown ${verb}` };
+    }
+  }
+
+  listing(backend: string, table: string): string[] {
+    const out: string[] = [];
+    for (const [name, rules] of this.chains(backend, table)) {
+      out.push(BUILTIN[table]!.includes(name) ? `-P ${name} ACCEPT` : `-N ${name}`);
+      for (const r of rules) out.push(`-A ${name} ${r.map(quote).join(' ')}`);
+    }
+    return out;
+  }
+
+  mutations(): string[][] {
+    return this.calls.filter((c) => ['-N', '-F', '-X', '-A', '-I', '-D'].includes(c[5] ?? ''));
+  }
+}
+
+const setup = (opts: { backend?: 'nft' | 'legacy' } = {}) => {
+  const fake = new FakeIptables();
+  return { fake, manager: new RuleManager(config, { runner: fake, ...opts }) };
+};
+
+describe('RuleManager with a fake iptables', () => {
+  it('apply installs chains, rules, then jumps at position 1; check is clean', async () => {
+    const { fake, manager } = setup();
+    await manager.apply();
+    const verbs = fake.mutations().map((c) => `${c[4]} ${c[5]} ${c[6]}`);
+    expect(verbs.indexOf('filter -N QMESH_INPUT')).toBeLessThan(verbs.indexOf('nat -N QMESH_PREROUTING'));
+    expect(verbs.slice(-5)).toEqual(['filter -I INPUT', 'filter -I FORWARD', 'filter -I OUTPUT', 'nat -I PREROUTING', 'nat -I OUTPUT']);
+    expect(fake.chains('nft', 'nat').get('OUTPUT')![0]!.slice(0, 2)).toEqual(['-j', 'QMESH_OUTPUT']);
+    expect(fake.chains('nft', 'nat').get('QMESH_OUTPUT')).toHaveLength(3);
+    expect(await manager.check()).toEqual({ missing: [] });
+    // Detection asks `iptables -V`; every table command then goes to one binary.
+    expect(new Set(fake.calls.filter((c) => c[1] === '-w').map((c) => c[0]))).toEqual(new Set(['iptables-nft']));
+  });
+
+  it('a second apply changes nothing', async () => {
+    const { fake, manager } = setup();
+    await manager.apply();
+    const n = fake.mutations().length;
+    await manager.apply();
+    expect(fake.mutations()).toHaveLength(n);
+  });
+
+  it('apply refills a chain that drifted and replaces a stale jump without a gap', async () => {
+    const { fake, manager } = setup();
+    await manager.apply();
+    const nat = fake.chains('nft', 'nat');
+    nat.get('QMESH_PREROUTING')!.pop();
+    nat.get('PREROUTING')![0] = ['-m', 'comment', '--comment', 'qmesh: old wording', '-j', 'QMESH_PREROUTING'];
+    nat.get('OUTPUT')!.unshift(['-j', 'ACCEPT']);
+    const missing = (await manager.check()).missing.join('\n');
+    expect(missing).toMatch(/nat QMESH_PREROUTING: rule missing: .*REDIRECT/);
+    expect(missing).toMatch(/nat PREROUTING: jump to QMESH_PREROUTING is missing/);
+    expect(missing).toMatch(/nat OUTPUT: jump to QMESH_OUTPUT is rule 2, not the first/);
+    const before = fake.mutations().length;
+    await manager.apply();
+    const repair = fake.mutations().slice(before).map((c) => c.slice(4, 7).join(' '));
+    expect(repair).toEqual([
+      'nat -F QMESH_PREROUTING', 'nat -A QMESH_PREROUTING', 'nat -A QMESH_PREROUTING',
+      'nat -I PREROUTING', 'nat -D PREROUTING', // new jump first, then the stale one goes
+      'nat -D OUTPUT', 'nat -I OUTPUT', // a displaced exact jump moves to the head
+    ]);
+    expect(await manager.check()).toEqual({ missing: [] });
+    expect(nat.get('PREROUTING')).toHaveLength(1);
+  });
+
+  it('remove deletes every jump copy, then the chains; removing nothing succeeds', async () => {
+    const { fake, manager } = setup();
+    await manager.remove();
+    expect(fake.mutations()).toEqual([]);
+    await manager.apply();
+    fake.chains('nft', 'filter').get('FORWARD')!.push(['-j', 'QMESH_FORWARD']);
+    await manager.remove();
+    for (const table of ['filter', 'nat']) {
+      for (const [name, rules] of fake.chains('nft', table)) {
+        expect(name.startsWith('QMESH')).toBe(false);
+        expect(rules).toEqual([]);
+      }
+    }
+    expect((await manager.check()).missing).toContain('iptables-nft filter QMESH_FORWARD: chain does not exist');
+  });
+
+  it('a failing command becomes QMESH_ERR_IPTABLES naming the command, stderr and a fix', async () => {
+    const { fake, manager } = setup({ backend: 'nft' });
+    fake.failOn = (argv) => (argv[5] === '-N' ? { code: 4, stdout: '', stderr: 'iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)' } : undefined);
+    const err = await manager.apply().then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'QMESH_ERR_IPTABLES' });
+    const message = (err as Error).message;
+    expect(message).toContain('`iptables-nft -w 10 -t filter -N QMESH_INPUT` failed (exit 4)');
+    expect(message).toContain('Permission denied');
+    expect(message).toContain('run as root or with CAP_NET_ADMIN');
+  });
+});
+
+describe('backend choice', () => {
+  it('prefers the backend that alone holds rules', async () => {
+    const { fake, manager } = setup();
+    fake.chains('legacy', 'filter').get('INPUT')!.push(['-j', 'ACCEPT']);
+    expect(await manager.backend()).toBe('legacy');
+    await manager.apply();
+    expect(new Set(fake.mutations().map((c) => c[0]))).toEqual(new Set(['iptables-legacy']));
+    expect(fake.chains('nft', 'filter').has('QMESH_INPUT')).toBe(false);
+    expect(manager.print()).toMatch(/^iptables-legacy -w 10 /m);
+  });
+
+  it('falls back to `iptables -V` when both or neither hold rules', async () => {
+    const a = setup();
+    a.fake.defaultBackend = 'legacy';
+    expect(await a.manager.backend()).toBe('legacy');
+    const b = setup();
+    b.fake.chains('legacy', 'filter').get('INPUT')!.push(['-j', 'ACCEPT']);
+    b.fake.chains('nft', 'filter').get('INPUT')!.push(['-j', 'ACCEPT']);
+    expect(await b.manager.backend()).toBe('nft');
+  });
+
+  it('uses plain iptables when it speaks the chosen backend and the suffixed binary is absent', async () => {
+    const { fake, manager } = setup({ backend: 'nft' });
+    fake.missing.add('iptables-nft');
+    await manager.apply();
+    expect(new Set(fake.mutations().map((c) => c[0]))).toEqual(new Set(['iptables']));
+  });
+
+  it('refuses to mix: no binary for the chosen backend is an error, not a fallback', async () => {
+    const { fake, manager } = setup({ backend: 'legacy' });
+    fake.missing.add('iptables-legacy'); // plain iptables says nf_tables
+    await expect(manager.apply()).rejects.toMatchObject({ code: 'QMESH_ERR_IPTABLES' });
+    expect(fake.mutations()).toEqual([]);
+  });
+});
