@@ -9,7 +9,17 @@ import { fileURLToPath } from 'node:url';
 import { initCa, issueHost } from '../pki/index.js';
 import { randomPrefix, Topology, type HostInfo } from './topology.js';
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../cli/main.js');
+/** The built CLI, found from the package root whether this file runs from dist/ or (under vitest) from source. */
+function findCli(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('qmesh package root not found');
+    dir = up;
+  }
+  return path.join(dir, 'dist/daemon/cli/main.js');
+}
+export const CLI = findCli();
 export const QUIC_PORT = 4433;
 export const CAPTURE_PORT = 15001;
 export const ADMIN_PORT = 15000;
