@@ -16,6 +16,7 @@ export const ErrorCodes = {
   DESTINATION_DENIED: 'QMESH_ERR_DESTINATION_DENIED',
   SOURCE_DENIED: 'QMESH_ERR_SOURCE_DENIED',
   USAGE: 'QMESH_ERR_USAGE',
+  TOPOLOGY: 'QMESH_ERR_TOPOLOGY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCodes, QmeshError } from '../errors.js';
-import { Cidr } from '../policy/cidr.js';
+import { Cidr, IpAddress } from '../policy/cidr.js';
 import { parseHostPort, type HostPort } from './formats.js';
 import { makeConvict } from './schema.js';
 
@@ -68,6 +68,7 @@ export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = 
     const lines = String((err as Error).message)
       .split('\n')
       .map((l) => l.replace(/^configuration param '([^']+)' not declared in the schema$/, '$1: unknown key (not in the schema; check its spelling)'))
+      .map((l) => l.replace(/^([\w.]+): \[(\d+)\]/, '$1[$2]')) // "peers: [0].endpoint" -> "peers[0].endpoint"
       .filter(Boolean);
     return fail(file, lines.join('; '), err);
   }
@@ -115,10 +116,22 @@ function checkInvariants(c: Config): void {
     for (let j = i + 1; j < owned.length; j++) {
       const a = owned[i]!;
       const b = owned[j]!;
-      if (a.owner !== b.owner && a.cidr.overlaps(b.cidr)) {
-        fail(f, `${b.owner}: ${b.cidr} overlaps ${a.cidr} in ${a.owner}; every function CIDR must belong to exactly one host`);
+      if (a.owner === b.owner || !a.cidr.overlaps(b.cidr)) continue;
+      // Peers may nest (the longest prefix owns an address); local CIDRs never overlap a peer's,
+      // and two hosts never claim the very same block.
+      const local = a.owner === 'local.cidrs' || b.owner === 'local.cidrs';
+      if (local || a.cidr.prefixLength === b.cidr.prefixLength) {
+        fail(f, `${b.owner}: ${b.cidr} overlaps ${a.cidr} in ${a.owner}; every function address must belong to exactly one host`);
       }
     }
+  }
+  // The underlay must not sit inside a function CIDR: the fail-closed rules drop plaintext
+  // towards peer CIDRs, which would then include the QUIC packets themselves.
+  const underlay = [{ key: 'listen.quic', hp: c.listen.quic }, ...c.peers.map((p, i) => ({ key: `peers[${i}].endpoint`, hp: p.endpoint }))];
+  for (const { key, hp } of underlay) {
+    const ip = IpAddress.parse(hp.host);
+    const inside = owned.find((o) => o.cidr.contains(ip));
+    if (inside) fail(f, `${key}: ${hp.host} lies inside ${inside.cidr} (${inside.owner}); tunnel endpoints must be underlay addresses outside every function CIDR`);
   }
   if (c.tunnel.keepAliveMs >= c.tunnel.idleTimeoutMs) {
     fail(f, `tunnel.keepAliveMs: must be below tunnel.idleTimeoutMs (${c.tunnel.idleTimeoutMs})`);

@@ -6,7 +6,7 @@ import net from 'node:net';
 import type { PeerConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { SocketOptions } from '../capture/socket-options.js';
-import { peerOwns, type RouteTable } from '../policy/route.js';
+import type { RouteTable } from '../policy/route.js';
 import { AppError } from '../tunnel/quiche.js';
 import { decodeStreamHeader, MAX_STREAM_HEADER_BYTES, type StreamHeader } from '../tunnel/stream-header.js';
 import { StreamPipe } from '../tunnel/stream-pipe.js';
@@ -87,7 +87,7 @@ export class InboundDelivery {
       pipe.abort('destination not local', AppError.DENIED);
       return;
     }
-    if (!peerOwns(peer, h.source.ip)) {
+    if (!this.routes().ownedBy(peer, h.source.ip)) {
       this.counters.denied++;
       log.warn({ src: String(h.source.ip), reason: `source outside ${peer.name}'s cidrs` }, 'inbound stream refused');
       pipe.abort('source not owned by peer', AppError.DENIED);

@@ -37,9 +37,10 @@ export class RouteTable {
   isLocal(ip: IpAddress): boolean {
     return this.lookup(ip).kind === 'local';
   }
-}
 
-/** Is `ip` inside the CIDRs the given peer owns? (inbound: a peer may only speak for its own functions) */
-export function peerOwns(peer: PeerConfig, ip: IpAddress): boolean {
-  return peer.cidrs.some((c) => c.contains(ip));
+  /** Does `peer` own `ip` (longest prefix)? Inbound: a peer may only speak for its own functions. */
+  ownedBy(peer: PeerConfig, ip: IpAddress): boolean {
+    const r = this.lookup(ip);
+    return r.kind === 'peer' && r.peer.name === peer.name;
+  }
 }
