@@ -28,6 +28,8 @@ export function buildStatus(d: Daemon): unknown {
         streamsTotal: t?.traffic.streamsTotal ?? 0,
         bytesSent: t?.traffic.bytesSent ?? 0,
         bytesReceived: t?.traffic.bytesReceived ?? 0,
+        datagramsSent: t?.traffic.datagramsSent ?? 0,
+        datagramsReceived: t?.traffic.datagramsReceived ?? 0,
       },
       inbound: {
         state: inConn && !inConn.closed ? 'up' : 'down',
@@ -35,6 +37,8 @@ export function buildStatus(d: Daemon): unknown {
         streamsTotal: inTraffic?.streamsTotal ?? 0,
         bytesSent: inTraffic?.bytesSent ?? 0,
         bytesReceived: inTraffic?.bytesReceived ?? 0,
+        datagramsSent: inTraffic?.datagramsSent ?? 0,
+        datagramsReceived: inTraffic?.datagramsReceived ?? 0,
       },
     };
   });

@@ -46,64 +46,61 @@ export class CaptureListener {
     this.log.info({ port: this.port }, 'capture listener ready');
   }
 
-  private refuse(socket: net.Socket, log: Logger, why: string, fields: Record<string, unknown> = {}): void {
+  private refuse(socket: net.Socket, fields: Record<string, unknown>, why: string): void {
     this.counters.refused++;
-    log.warn({ ...fields, reason: why }, 'captured connection refused');
+    this.log.warn({ ...fields, reason: why }, 'captured connection refused');
     socket.on('error', () => {});
     socket.resetAndDestroy();
   }
 
   private onConnection(socket: net.Socket): void {
-    const source = `${socket.remoteAddress}:${socket.remotePort}`;
-    const log = this.log.child({ src: source });
+    const remoteAddress = socket.remoteAddress ?? '';
+    const remotePort = socket.remotePort ?? 0;
+    const src = { src: `${remoteAddress}:${remotePort}` };
     let dst: { host: string; port: number };
     try {
       dst = this.sockets.originalDestination(socket);
     } catch (err) {
-      this.refuse(socket, log, `no original destination (${(err as NodeJS.ErrnoException).code ?? String(err)}): not a redirected connection`);
+      this.refuse(socket, src, `no original destination (${(err as NodeJS.ErrnoException).code ?? String(err)}): not a redirected connection`);
       return;
     }
     let dstIp: IpAddress;
     let srcIp: IpAddress;
     try {
       dstIp = IpAddress.parse(dst.host);
-      srcIp = IpAddress.parse(socket.remoteAddress ?? '');
+      srcIp = IpAddress.parse(remoteAddress);
     } catch (err) {
-      this.refuse(socket, log, String(err));
+      this.refuse(socket, src, String(err));
       return;
     }
-    // Connecting to the capture port itself (directly or via a redirect of it) would loop.
-    if (dst.port === this.port && (dst.host === socket.localAddress || dstIp.text === IpAddress.parse(socket.localAddress ?? '::').text)) {
-      this.refuse(socket, log, 'connection to the capture port itself (redirect loop)', { dst: dst.host });
+    const fields = { src: `${srcIp.text}:${remotePort}`, dst: `${dstIp.text}:${dst.port}` };
+    // The original destination is the capture port itself: a connection made to it directly, a loop.
+    if (dst.port === this.port && dstIp.text === IpAddress.parse(socket.localAddress ?? '::').text) {
+      this.refuse(socket, fields, 'connection to the capture port itself (redirect loop)');
       return;
     }
     const route = this.routes().lookup(dstIp);
-    const dstText = `${dstIp.text}:${dst.port}`;
     if (route.kind !== 'peer') {
-      this.refuse(socket, log, route.kind === 'local' ? 'destination is local (never tunnelled)' : 'destination belongs to no peer', { dst: dstText });
+      this.refuse(socket, fields, route.kind === 'local' ? 'destination is local (never tunnelled)' : 'destination belongs to no peer');
       return;
     }
     if (srcIp.family !== dstIp.family) {
-      this.refuse(socket, log, 'mixed address families', { dst: dstText });
+      this.refuse(socket, fields, 'mixed address families');
       return;
     }
     this.counters.accepted++;
     this.counters.active++;
-    const connLog = log.child({ dst: dstText, peer: route.peer.name });
-    const started = Date.now();
+    const peer = route.peer.name;
     socket.setNoDelay(true);
     socket.on('error', () => {});
     this.pool
-      .openStream(route.peer.name, socket, {
-        destination: { ip: dstIp, port: dst.port },
-        source: { ip: srcIp, port: socket.remotePort ?? 0 },
-      }, (summary) => {
+      .openStream(peer, socket, { destination: { ip: dstIp, port: dst.port }, source: { ip: srcIp, port: remotePort } }, (summary) => {
         this.counters.active--;
-        connLog.info({ direction: 'outbound', ...summary, durationMs: Date.now() - started }, 'connection closed');
+        this.log.info({ direction: 'outbound', peer, ...fields, ...summary }, 'connection closed');
       })
       .catch((err: unknown) => {
         this.counters.active--;
-        this.refuse(socket, connLog, (err as Error).message);
+        this.refuse(socket, { peer, ...fields }, (err as Error).message);
       });
   }
 

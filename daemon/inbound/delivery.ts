@@ -44,15 +44,11 @@ export class InboundDelivery {
   /** Called by the QUIC listener for each new stream a verified peer opens. */
   onStream(conn: TunnelConnection, peer: PeerConfig, id: number): StreamPipe | null {
     if (!this.accepting) return null; // the connection resets it
-
-    const log = this.log.child({ peer: peer.name, stream: id });
-    const started = Date.now();
-    let header: StreamHeader | null = null;
+    let fields: Record<string, unknown> = { peer: peer.name, stream: id };
     this.counters.active++;
-    const pipe = new StreamPipe(conn, id, log, (summary) => {
+    const pipe = new StreamPipe(conn, id, (summary) => {
       this.counters.active--;
-      const fields = header ? { src: `${header.source.ip}:${header.source.port}`, dst: `${header.destination.ip}:${header.destination.port}` } : {};
-      log.info({ direction: 'inbound', ...fields, ...summary, durationMs: Date.now() - started }, 'connection closed');
+      this.log.info({ direction: 'inbound', ...fields, ...summary }, 'connection closed');
     });
     let buffered: Buffer = Buffer.alloc(0);
     pipe.readHeaderWith((data) => {
@@ -62,38 +58,41 @@ export class InboundDelivery {
         decoded = decodeStreamHeader(buffered);
       } catch (err) {
         this.counters.denied++;
+        this.log.warn({ ...fields, reason: (err as Error).message }, 'inbound stream refused');
         pipe.abort(`bad stream header: ${(err as Error).message}`, AppError.BAD_HEADER);
         return;
       }
       if (decoded.kind === 'incomplete') {
         if (buffered.length >= MAX_STREAM_HEADER_BYTES || pipe.peerFinished) {
           this.counters.denied++;
+          this.log.warn({ ...fields, reason: 'truncated stream header' }, 'inbound stream refused');
           pipe.abort('truncated stream header', AppError.BAD_HEADER);
         }
         return;
       }
-      header = decoded.header;
+      const h = decoded.header;
+      fields = { ...fields, src: `${h.source.ip}:${h.source.port}`, dst: `${h.destination.ip}:${h.destination.port}` };
       pipe.readHeaderWith(null); // hold further data in quiche until connected
-      this.deliver(pipe, peer, decoded.header, buffered.subarray(decoded.length), log);
+      this.deliver(pipe, peer, h, buffered.subarray(decoded.length), fields);
     });
     return pipe;
   }
 
-  private deliver(pipe: StreamPipe, peer: PeerConfig, h: StreamHeader, firstBytes: Buffer, log: Logger): void {
+  private deliver(pipe: StreamPipe, peer: PeerConfig, h: StreamHeader, firstBytes: Buffer, fields: Record<string, unknown>): void {
     const dst = h.destination;
     if (!this.routes().isLocal(dst.ip)) {
       this.counters.denied++;
-      log.warn({ dst: `${dst.ip}:${dst.port}`, reason: 'destination outside local.cidrs' }, 'inbound stream refused');
+      this.log.warn({ ...fields, reason: 'destination outside local.cidrs' }, 'inbound stream refused');
       pipe.abort('destination not local', AppError.DENIED);
       return;
     }
     if (!this.routes().ownedBy(peer, h.source.ip)) {
       this.counters.denied++;
-      log.warn({ src: String(h.source.ip), reason: `source outside ${peer.name}'s cidrs` }, 'inbound stream refused');
+      this.log.warn({ ...fields, reason: `source outside ${peer.name}'s cidrs` }, 'inbound stream refused');
       pipe.abort('source not owned by peer', AppError.DENIED);
       return;
     }
-    const socket = this.connect(dst.ip.text, dst.port, dst.ip.family, log);
+    const socket = this.connect(dst.ip.text, dst.port, dst.ip.family);
     socket.setNoDelay(true);
     let connected = false;
     const timer = setTimeout(() => socket.destroy(new Error('ETIMEDOUT')), CONNECT_TIMEOUT_MS);
@@ -107,19 +106,19 @@ export class InboundDelivery {
       clearTimeout(timer);
       if (connected) return; // the pipe handles errors from here on
       this.counters.connectFailed++;
-      log.warn({ dst: `${dst.ip}:${dst.port}`, err: err.code ?? err.message }, 'destination connect failed');
+      this.log.warn({ ...fields, err: err.code ?? err.message }, 'destination connect failed');
       pipe.abort(`connect failed: ${err.code ?? err.message}`, AppError.CONNECT_FAILED);
     });
   }
 
-  private connect(host: string, port: number, family: 4 | 6, log: Logger): net.Socket {
+  private connect(host: string, port: number, family: 4 | 6): net.Socket {
     try {
       return this.sockets.connectMarked(host, port, family, this.mark);
     } catch (err) {
       // Without CAP_NET_ADMIN there is no SO_MARK; delivery targets local CIDRs, which capture never matches.
       if (!this.markWarned) {
         this.markWarned = true;
-        log.warn({ err: String(err) }, 'cannot set SO_MARK on delivery sockets; continuing unmarked');
+        this.log.warn({ err: String(err) }, 'cannot set SO_MARK on delivery sockets; continuing unmarked');
       }
       return net.connect({ host, port, allowHalfOpen: true });
     }

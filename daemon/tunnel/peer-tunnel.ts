@@ -8,7 +8,7 @@ import type { PeerConfig } from '../config/load.js';
 import { ErrorCodes, QmeshError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkPeerCertificate } from '../identity/peer-identity.js';
-import { CID_BYTES, quiche, type HostPort, type QuicheConfig } from './quiche.js';
+import { CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
 import { newTrafficCounters, TunnelConnection } from './tunnel-connection.js';
 
 export type TunnelState = 'connecting' | 'up' | 'down' | 'stopped';
@@ -94,7 +94,7 @@ export class PeerTunnel {
     this.state = 'connecting';
     this.lastDialAt = Date.now();
     const { endpoint } = this.peer;
-    const socket = dgram.createSocket({ type: endpoint.family === 6 ? 'udp6' : 'udp4' });
+    const socket = dgram.createSocket({ type: endpoint.family === 6 ? 'udp6' : 'udp4', lookup: literalLookup });
     this.socket = socket;
     socket.on('error', (err: NodeJS.ErrnoException) => this.lost(`udp ${err.code ?? err.message}`));
     socket.bind({ address: this.opts.localHost, port: 0 }, () => {

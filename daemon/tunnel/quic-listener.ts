@@ -10,7 +10,7 @@ import type { PeerConfig } from '../config/load.js';
 import { ErrorCodes, QmeshError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkPeerCertificate } from '../identity/peer-identity.js';
-import { CID_BYTES, quiche, type HostPort, type QuicheConfig } from './quiche.js';
+import { CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
 import type { StreamPipe } from './stream-pipe.js';
 import { newTrafficCounters, TunnelConnection, type TrafficCounters } from './tunnel-connection.js';
 
@@ -46,7 +46,7 @@ export class QuicListener {
 
   async start(): Promise<void> {
     const { host, port, family } = this.opts.listen;
-    const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', (err: NodeJS.ErrnoException) =>
         reject(new QmeshError(ErrorCodes.LISTEN, `cannot listen for QUIC on ${host}:${port}: ${err.code ?? err.message} (is the address on this host, is another daemon running?)`, { cause: err })),

@@ -57,6 +57,15 @@ export function makeQuicheConfig(tls: TlsMaterial, tunnel: Config['tunnel']): Qu
   return c;
 }
 
+/**
+ * dgram resolves every destination through dns.lookup, which answers even an IP literal
+ * on the next tick; our addresses are always literals, so answer at once (one closure and
+ * one tick less per datagram).
+ */
+export const literalLookup = ((address: string, family: unknown, callback: (err: null, address: string, family: number) => void): void => {
+  callback(null, address, address.includes(':') ? 6 : 4);
+}) as unknown as NonNullable<import('node:dgram').SocketOptions['lookup']>;
+
 /** quiche's errors arrive as Error("StreamReset(7)"); returns ["StreamReset", 7]. */
 export function quicheErrorKind(err: unknown): [string, number | null] {
   const m = /^(\w+)(?:\((\d+)\))?/.exec(String((err as Error)?.message ?? err));

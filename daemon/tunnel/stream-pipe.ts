@@ -5,7 +5,6 @@
 // the socket, a full socket stops streamRecv (quiche flow control then slows
 // the peer). Used by capture/ (outbound) and inbound/ (delivery).
 import type net from 'node:net';
-import type { Logger } from '../log.js';
 import { AppError, quicheErrorKind } from './quiche.js';
 import type { TunnelConnection } from './tunnel-connection.js';
 
@@ -16,6 +15,7 @@ export interface PipeSummary {
   bytesToPeer: number;
   bytesFromPeer: number;
   outcome: string;
+  durationMs: number;
 }
 
 export class StreamPipe {
@@ -36,7 +36,6 @@ export class StreamPipe {
   constructor(
     readonly tunnel: TunnelConnection,
     readonly id: number,
-    private readonly log: Logger,
     private readonly onDone: (summary: PipeSummary) => void,
   ) {}
 
@@ -45,8 +44,12 @@ export class StreamPipe {
     this.headerHandler = handler;
   }
 
-  /** Starts piping `socket` both ways; `firstBytes` go to the stream before any TCP data. */
-  attach(socket: net.Socket, firstBytes: Buffer | null, bytesForSocket: Buffer | null): void {
+  /**
+   * Starts piping `socket` both ways; `firstBytes` go to the stream before any TCP data.
+   * With `waitForData`, the first flush waits one event-loop turn, so a request already in
+   * the socket buffer leaves in the same packet as the stream header.
+   */
+  attach(socket: net.Socket, firstBytes: Buffer | null, bytesForSocket: Buffer | null, waitForData = false): void {
     this.headerHandler = null;
     this.socket = socket;
     if (firstBytes && firstBytes.length > 0) this.sendOrQueue(firstBytes);
@@ -67,7 +70,8 @@ export class StreamPipe {
     if (this.pending.length > 0) socket.pause();
     else socket.resume();
     this.onReadable();
-    this.tunnel.scheduleFlush();
+    if (waitForData) setImmediate(() => this.tunnel.scheduleFlush());
+    else this.tunnel.scheduleFlush();
   }
 
   /** Reads one header chunk while in header mode; returns it raw (the caller parses). */
@@ -141,10 +145,7 @@ export class StreamPipe {
     if (this.finSent || this.done) return;
     if (this.streamSend(EMPTY, true) < 0) return;
     this.finSent = true;
-    // Flush now, not at the end of the turn: quiche 0.18 drops a zero-length FIN
-    // if an ACK completing the stream is processed before the FIN is emitted
-    // (cloudflare/quiche#2525); the peer would then wait for EOF forever.
-    this.tunnel.flush();
+    this.tunnel.queueFin(); // flushed before the connection reads any ACK (quiche#2525)
     this.maybeDone();
   }
 
@@ -247,7 +248,6 @@ export class StreamPipe {
       this.tunnel.traffic.streamsActive--;
     }
     this.tunnel.blocked.delete(this);
-    this.onDone({ bytesToPeer: this.bytesToPeer, bytesFromPeer: this.bytesFromPeer, outcome });
-    this.log.debug({ durationMs: Date.now() - this.startedAt }, 'stream finished');
+    this.onDone({ bytesToPeer: this.bytesToPeer, bytesFromPeer: this.bytesFromPeer, outcome, durationMs: Date.now() - this.startedAt });
   }
 }

@@ -41,18 +41,17 @@ export class TunnelPool {
     if (!tunnel) throw new QmeshError(ErrorCodes.NO_ROUTE, `no tunnel for peer ${peerName}`);
     const conn = await tunnel.ready();
     if (socket.destroyed) {
-      onDone({ bytesToPeer: 0, bytesFromPeer: 0, outcome: 'client left before the tunnel was ready' });
+      onDone({ bytesToPeer: 0, bytesFromPeer: 0, outcome: 'client left before the tunnel was ready', durationMs: 0 });
       return;
     }
     if (conn.streamsLeft() <= 0) {
       throw new QmeshError(ErrorCodes.TUNNEL_DOWN, `peer ${peerName} allows no more concurrent streams (tunnel.maxStreams on the peer)`);
     }
     const id = conn.openStreamId();
-    const log = conn.log.child({ stream: id });
-    const pipe = new StreamPipe(conn, id, log, onDone);
+    const pipe = new StreamPipe(conn, id, onDone);
     conn.addStream(pipe);
-    // The header leaves in the same flush as the first bytes of the request.
-    pipe.attach(socket, encodeStreamHeader(header), null);
+    // The header and the request's first bytes leave in one packet when the client has already sent them.
+    pipe.attach(socket, encodeStreamHeader(header), null, true);
   }
 
   stop(): void {
