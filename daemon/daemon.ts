@@ -68,6 +68,7 @@ export class Daemon {
       maxDatagramBytes: config.tunnel.maxDatagramBytes,
       maxConnections: Math.max(16, config.peers.length * 4),
       onStream: (conn, peer, id) => this.inbound.onStream(conn, peer, id),
+      onPeerUp: (peer) => this.pool?.tunnels.get(peer.name)?.peerIsUp(),
       log,
     });
     await this.listener.start();

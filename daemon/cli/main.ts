@@ -4,9 +4,10 @@
 // ends with one line "qmesh: <CODE>: <reason>" on stderr and a non-zero exit.
 import { Command, Option } from 'commander';
 import { isQmeshError } from '../errors.js';
-import { checkConfigCommand, iptablesCommand, pkiInitCommand, pkiIssueCommand } from './verbs.js';
-import { runCommand } from './run.js';
 import { parseLifetime } from './lifetime.js';
+
+// Each verb loads only what it needs (quiche and the daemon are slow to load).
+const verbs = () => import('./verbs.js');
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
@@ -43,13 +44,13 @@ program
   .command('run')
   .description('Run the daemon in the foreground, logging JSON to stdout. Applies the iptables capture rules at start (capture.applyRules) and leaves them when it exits, so captured traffic fails closed. SIGTERM/SIGINT drain and exit 0.')
   .addOption(configOption())
-  .action(action((opts: { config: string }) => runCommand(opts.config)));
+  .action(action(async (opts: { config: string }) => (await import('./run.js')).runCommand(opts.config)));
 
 program
   .command('check-config')
   .description('Validate a config file and the certificates it names, then exit (0 valid, 2 invalid, with the offending key).')
   .addOption(configOption())
-  .action(action((opts: { config: string }) => checkConfigCommand(opts.config)));
+  .action(action(async (opts: { config: string }) => (await verbs()).checkConfigCommand(opts.config)));
 
 const iptables = program.command('iptables').description('Install, remove or print the capture rules (chains QMESH_*, idempotent).');
 for (const [verb, doc] of [
@@ -63,7 +64,7 @@ for (const [verb, doc] of [
     .description(doc)
     .addOption(configOption())
     .addOption(new Option('--backend <name>', 'iptables backend (default: detect what the host uses)').choices(['nft', 'legacy']))
-    .action(action((opts: { config: string; backend?: 'nft' | 'legacy' }) => iptablesCommand(verb, opts.config, opts.backend)));
+    .action(action(async (opts: { config: string; backend?: 'nft' | 'legacy' }) => (await verbs()).iptablesCommand(verb, opts.config, opts.backend)));
 }
 
 const pki = program.command('pki').description('A mesh CA and per-host certificates (ECDSA P-256, SPIFFE ids).');
@@ -74,14 +75,14 @@ pki
   .requiredOption('-t, --trust-domain <td>', 'SPIFFE trust domain, e.g. qmesh.test')
   .option('--lifetime-days <days>', 'CA validity in days', '3650')
   .option('--force', 'overwrite an existing CA (every host must then be reissued)', false)
-  .action(action((opts: { dir: string; trustDomain: string; lifetimeDays: string; force: boolean }) => pkiInitCommand(opts)));
+  .action(action(async (opts: { dir: string; trustDomain: string; lifetimeDays: string; force: boolean }) => (await verbs()).pkiInitCommand(opts)));
 pki
   .command('issue')
   .description('Issue DIR/NAME.crt and DIR/NAME.key, identity spiffe://TD/host/NAME (plus DNS SAN NAME), signed by DIR/ca.key.')
   .requiredOption('-d, --dir <dir>', 'folder holding ca.crt and ca.key')
   .requiredOption('-n, --name <name>', 'host name (DNS label), as in the config\'s node.name')
   .option('--lifetime <duration>', 'validity, e.g. 24h, 90m, 30d', '24h')
-  .action(action((opts: { dir: string; name: string; lifetime: string }) => pkiIssueCommand({ ...opts, lifetimeMs: parseLifetime(opts.lifetime) })));
+  .action(action(async (opts: { dir: string; name: string; lifetime: string }) => (await verbs()).pkiIssueCommand({ ...opts, lifetimeMs: parseLifetime(opts.lifetime) })));
 
 program
   .command('demo')

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { ECHO_PORT, HTTP_PORT, httpGets, latencySamples, startEchoServer, startHttpServer, type HttpResult } from './demo-functions.js';
-import { latencyStats, latencyTable, requestLine, wireLines, type DemoOutput, type LatencyStats } from './demo-report.js';
+import { latencyNotes, latencyStats, latencyTable, requestLine, wireLines, type DemoOutput, type LatencyStats } from './demo-report.js';
 import { captureUnderlay, findProgram } from './demo-wire.js';
 import { ADMIN_PORT, QUIC_PORT, type Mesh } from './mesh.js';
 import type { FunctionInfo, HostInfo } from './topology.js';
@@ -125,7 +125,7 @@ export class DemoSteps {
     out.line(
       label === 'with qmesh'
         ? '  (the answer came back carrying the marker, so it did cross the wire: inside QUIC, encrypted)'
-        : '  (anyone who can see the network between hosts reads it)',
+        : '  (the request and its answer in plaintext: anyone who can see the network between hosts reads them)',
     );
   }
 
@@ -136,13 +136,7 @@ export class DemoSteps {
         `${this.requests} sequential connections after ${this.warm} untimed warm-up ones:`,
     );
     for (const line of latencyTable(plain, qmesh)) out.line(line);
-    out.line('  plain TCP was measured first, before the daemons started, so no capture rule was in its way;');
-    out.line('  qmesh with both daemons running and their tunnels already open.');
-    out.line('  Read this honestly: this machine emulates no link delay (the hosts are namespaces joined by a bridge,');
-    out.line('  a round trip costs microseconds), so the table shows the processing qmesh adds: capture, two user-space');
-    out.line('  hops and encryption. Between real hosts a round trip costs 0.1 to 50 ms; a new plain TCP connection plus');
-    out.line('  a request needs 2 of them and qmesh needs 1 (a new stream in a tunnel that is already open), which is');
-    out.line('  where qmesh wins. That only shows with delay on the link: the benchmarks in bench/ add it.');
+    for (const line of latencyNotes(plain, qmesh)) out.line(line);
   }
 
   /** --keep: commands that reach what the demo left running. */

@@ -22,7 +22,7 @@ export interface WireReport {
   quic: number;
   /** Packets to or from TCP port `plainPort` (the application's own port). */
   plainTcp: number;
-  /** ARP and ICMPv6 link housekeeping. */
+  /** ARP, IGMP and IPv6 neighbour discovery / MLD: link housekeeping. */
   link: number;
   /** Anything else, as tcpdump prints it (first few lines). */
   other: string[];

@@ -143,12 +143,15 @@ class DemoRun {
     process.removeListener('SIGTERM', this.#onSignal);
   }
 
+  /** What each daemon said that may explain a failure: its warnings, errors and CLI failure lines, else its last lines. */
   #logTails(): string[] {
     const lines: string[] = [];
     for (const d of this.mesh?.daemons.values() ?? []) {
-      if (d.log.length === 0) continue;
-      lines.push(`last lines of qmesh's log on ${d.host.name}:`);
-      for (const l of d.log.slice(-LOG_TAIL_LINES)) lines.push(`  ${l}`);
+      const telling = d.log.filter((l) => /^qmesh: |"level":"(warn|error|fatal)"/.test(l));
+      const shown = (telling.length > 0 ? telling : d.log).slice(-LOG_TAIL_LINES);
+      if (shown.length === 0) continue;
+      lines.push(`qmesh's log on ${d.host.name}${telling.length > 0 ? ' (warnings and errors)' : ''}:`);
+      for (const l of shown) lines.push(`  ${l}`);
     }
     return lines;
   }
@@ -168,7 +171,9 @@ function failureLine(err: unknown): string {
   }
   const code = (err as { code?: unknown })?.code;
   const label = typeof code === 'string' && code.startsWith('QMESH_ERR_') ? code : 'demo failed';
-  return `qmesh: ${label}: ${oneLine((err as Error)?.message ?? String(err))}`;
+  // Only the first line: Mesh appends daemon log lines to its messages, and #logTails printed those.
+  const message = ((err as Error)?.message ?? String(err)).split('\n')[0] ?? '';
+  return `qmesh: ${label}: ${message.trim()}`;
 }
 
 /**

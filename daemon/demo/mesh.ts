@@ -122,7 +122,9 @@ export class Mesh {
     this.daemons.set(host.name, d);
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (child.exitCode !== null) throw new Error(`qmesh on ${host.name} exited ${child.exitCode}: ${log.slice(-5).join('\n')}`);
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`qmesh on ${host.name} exited ${child.exitCode ?? child.signalCode}: ${log.slice(-5).join('\n')}`);
+      }
       const r = await this.admin(host, '/healthz').catch(() => null);
       if (r?.status === 200) return d;
       await sleep(100);
@@ -135,12 +137,12 @@ export class Mesh {
     await this.waitTunnelsUp();
   }
 
-  /** GET on a host's admin listener (loopback inside its namespace). */
+  /** GET on a host's admin listener (loopback inside its namespace), with curl: cheap to start. */
   async admin(host: HostInfo, urlPath: string): Promise<{ status: number; body: string }> {
-    const script = `fetch('http://127.0.0.1:${ADMIN_PORT}${urlPath}').then(async r=>{process.stdout.write(r.status+'\\n'+await r.text())}).catch(e=>{process.stdout.write('0\\n'+e);})`;
-    const r = await this.topo.exec(host.ns, [process.execPath, '-e', script], { timeoutMs: 5000 });
-    const [status, ...rest] = r.stdout.split('\n');
-    return { status: Number(status), body: rest.join('\n') };
+    const r = await this.topo.exec(host.ns, ['curl', '-s', '-m', '4', '-w', '\n%{http_code}', `http://127.0.0.1:${ADMIN_PORT}${urlPath}`], { timeoutMs: 5000 });
+    const lines = r.stdout.split('\n');
+    const status = Number(lines.pop());
+    return { status: Number.isFinite(status) ? status : 0, body: lines.join('\n') };
   }
 
   async status(host: HostInfo): Promise<any> {
@@ -168,7 +170,9 @@ export class Mesh {
     this.daemons.delete(host.name);
     if (d.child.exitCode !== null) return d.child.exitCode;
     d.child.kill(signal);
-    const code = await Promise.race([d.exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([d.exited, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)))]);
+    clearTimeout(timer);
     if (code === 'timeout') {
       d.child.kill('SIGKILL');
       return d.exited;

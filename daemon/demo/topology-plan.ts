@@ -2,6 +2,7 @@
 // namespace and address, and writes the `ip -batch` scripts that build it.
 // Nothing here touches the system; topology.ts runs the scripts.
 import { randomBytes } from 'node:crypto';
+import { ErrorCodes, QmeshError } from '../errors.js';
 
 export interface TopologyOptions {
   /** Unique per run, 2..8 chars of [a-z0-9] starting with a letter (see randomPrefix()). Every namespace name starts with it. */
@@ -59,10 +60,9 @@ const PREFIX_PATTERN = /^[a-z][a-z0-9]{1,7}$/;
 export const FUNCTION_MTU = 1500;
 export const DEFAULT_UNDERLAY_MTU = 1500;
 
-export class TopologyError extends Error {
-  readonly code = 'QMESH_ERR_TOPOLOGY';
+export class TopologyError extends QmeshError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(ErrorCodes.TOPOLOGY, message, options);
     this.name = 'TopologyError';
   }
 }

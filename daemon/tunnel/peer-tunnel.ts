@@ -81,6 +81,14 @@ export class PeerTunnel {
     });
   }
 
+  /** The peer just reached us, so it is up: skip whatever back-off is left. */
+  peerIsUp(): void {
+    if (this.state === 'down') {
+      this.backoffMs = this.opts.tunnel.reconnectMinMs;
+      this.dial();
+    }
+  }
+
   private downError(why: string): QmeshError {
     const last = this.lastError ? `; last error: ${this.lastError}` : '';
     return new QmeshError(ErrorCodes.TUNNEL_DOWN, `tunnel to ${this.peer.name} is down (${why}${last})`);

@@ -25,12 +25,16 @@ export interface QuicListenerOptions {
   readonly maxDatagramBytes: number;
   readonly maxConnections: number;
   readonly onStream: (conn: TunnelConnection, peer: PeerConfig, streamId: number) => StreamPipe | null;
+  /** A peer's connection to us was verified: the peer is up (our own tunnel to it may re-dial now). */
+  readonly onPeerUp?: (peer: PeerConfig) => void;
   readonly log: Logger;
 }
 
 export class QuicListener {
   private socket: dgram.Socket | null = null;
   private readonly byCid = new Map<string, TunnelConnection>();
+  /** The peer address each connection was accepted from (migration is disabled). */
+  private readonly addressOf = new WeakMap<TunnelConnection, string>();
   /** The live verified connection from each peer (a newer one replaces an older one). */
   readonly fromPeer = new Map<string, TunnelConnection>();
   /** Traffic per peer on the connections it dialled to us (inbound streams). */
@@ -65,6 +69,15 @@ export class QuicListener {
   }
 
   private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    // Fast path, once per data packet: a short header (first bit 0) carries our 20-byte CID
+    // right after the first byte; the connection remembers which peer address it belongs to.
+    if (msg.length > CID_BYTES && (msg[0]! & 0x80) === 0) {
+      const known = this.byCid.get(msg.toString('latin1', 1, 1 + CID_BYTES));
+      if (known && this.addressOf.get(known) === rinfo.address) {
+        known.recv(msg, { host: rinfo.address, port: rinfo.port }, this.local);
+        return;
+      }
+    }
     const peer = this.peerAt(rinfo.address);
     if (!peer) {
       this.droppedDatagrams++; // not a configured peer: never reaches quiche
@@ -80,6 +93,10 @@ export class QuicListener {
     const from: HostPort = { host: rinfo.address, port: rinfo.port };
     const conn = this.byCid.get(Buffer.from(header.dcid).toString('latin1'));
     if (conn) {
+      if (this.addressOf.get(conn) !== rinfo.address) {
+        this.droppedDatagrams++; // another peer's connection id: not for this sender
+        return;
+      }
       conn.recv(msg, from, this.local);
       return;
     }
@@ -123,6 +140,7 @@ export class QuicListener {
           log.info({ from: `${from.host}:${from.port}` }, 'peer tunnel accepted');
           // The peer dialled again: its old connection is dead (restart or lost path).
           if (previous && previous !== c) previous.close(0x5, 'replaced by a newer connection');
+          this.opts.onPeerUp?.(peer);
         },
         onNewStream: (c, id) => this.opts.onStream(c, peer, id),
         onClosed: (c, reason) => {
@@ -141,6 +159,7 @@ export class QuicListener {
       this.trafficOf(peer.name),
     );
     for (const k of keys) this.byCid.set(k, conn);
+    this.addressOf.set(conn, from.host);
     conn.recv(msg, from, this.local);
   }
 

@@ -51,11 +51,25 @@ const ACK_DELAY_MS = 5;
  */
 const ACK_EVERY_PACKETS = 4;
 
-/** Connections with packets to send; flushed once per event-loop turn (batches ACKs and data). */
+/**
+ * Work done once per event-loop turn, after every datagram of the turn went into quiche:
+ * first readable streams are drained (one large streamRecv and one socket write per stream
+ * instead of one per datagram), then connections with packets to send are flushed.
+ */
+const unread = new Set<TunnelConnection>();
 const dirty = new Set<TunnelConnection>();
-let flushScheduled = false;
-function flushDirty(): void {
-  flushScheduled = false;
+let turnEndScheduled = false;
+function scheduleTurnEnd(): void {
+  if (turnEndScheduled) return;
+  turnEndScheduled = true;
+  setImmediate(turnEnd);
+}
+function turnEnd(): void {
+  turnEndScheduled = false;
+  for (const c of unread) {
+    unread.delete(c);
+    c.drainStreams();
+  }
   for (const c of dirty) {
     dirty.delete(c);
     c.flush();
@@ -133,12 +147,19 @@ export class TunnelConnection {
       this.hooks.onEstablished?.(this);
     }
     if (this.verified) {
-      for (const id of this.quic.readable()) this.streamReadable(id);
-      this.retryBlocked();
+      unread.add(this);
+      scheduleTurnEnd();
     }
-    if (this.quic.isClosed()) this.finish();
-    else if (fromPeer && this.verified && !this.sendingBulk && this.packetsSinceFlush < ACK_EVERY_PACKETS) this.scheduleAckFlush();
+    // Whether quiche closed is checked when the turn's packets are flushed (flush -> finish).
+    if (fromPeer && this.verified && !this.sendingBulk && this.packetsSinceFlush < ACK_EVERY_PACKETS) this.scheduleAckFlush();
     else this.scheduleFlush();
+  }
+
+  /** Hands readable streams to their pipes and retries pipes waiting for capacity. */
+  drainStreams(): void {
+    if (this.closed) return;
+    for (const id of this.quic.readable()) this.streamReadable(id);
+    this.retryBlocked();
   }
 
   private streamReadable(id: number): void {
@@ -214,10 +235,7 @@ export class TunnelConnection {
   scheduleFlush(): void {
     if (this.closed) return;
     dirty.add(this);
-    if (!flushScheduled) {
-      flushScheduled = true;
-      setImmediate(flushDirty);
-    }
+    scheduleTurnEnd();
   }
 
   /** Sends every packet quiche has ready, then re-arms the timer. */
@@ -305,6 +323,7 @@ export class TunnelConnection {
     if (this.closed) return;
     this.closed = true;
     dirty.delete(this);
+    unread.delete(this);
     if (this.timer) clearTimeout(this.timer);
     if (this.keepAlive) clearInterval(this.keepAlive);
     if (this.ackTimer) clearTimeout(this.ackTimer);
