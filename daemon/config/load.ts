@@ -30,6 +30,7 @@ export interface Config {
     readonly reconnectMaxMs: number;
     readonly maxDatagramBytes: number;
     readonly maxStreams: number;
+    readonly congestionControl: string;
   };
   readonly drain: { readonly graceMs: number };
   readonly capture: { readonly mark: number; readonly applyRules: boolean };

@@ -189,6 +189,12 @@ export const schema = {
       default: 1350,
       env: 'QMESH_TUNNEL_MAX_DATAGRAM_BYTES',
     },
+    congestionControl: {
+      doc: 'quiche congestion control. cubic measured fastest here; bbr needs pacing, which qmesh does not do yet.',
+      format: ['cubic', 'reno', 'bbr'],
+      default: 'cubic',
+      env: 'QMESH_TUNNEL_CONGESTION_CONTROL',
+    },
     maxStreams: {
       doc: 'Concurrent tunnelled connections one peer may have open towards this host.',
       format: positiveInt(1, 1_000_000),

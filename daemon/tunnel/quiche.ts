@@ -54,7 +54,7 @@ export function makeQuicheConfig(tls: TlsMaterial, tunnel: Config['tunnel']): Qu
   c.setInitialMaxStreamsUni(0);
   c.setDisableActiveMigration(true);
   c.grease(false);
-  if (process.env.QMESH_EXP_CC) c.setCcAlgorithmName(process.env.QMESH_EXP_CC);
+  c.setCcAlgorithmName(tunnel.congestionControl);
   return c;
 }
 
