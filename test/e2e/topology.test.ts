@@ -5,12 +5,10 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
-import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupStale, randomPrefix, Topology, TopologyError } from '../../daemon/demo/topology.js';
 
@@ -220,25 +218,18 @@ describe('cleanupStale', () => {
   }, TEST_MS);
 });
 
-// Runs the real module in a child process (transpiled to plain ESM, since Node
-// 20 does not load TypeScript) and checks the process-level handlers.
+// Runs the real module in a child process (the build in dist/, which `npm test`
+// makes first) and checks the process-level handlers.
 describe('exit and signal handlers', () => {
   let dir: string;
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'qmesh-topology-'));
-    const src = fileURLToPath(new URL('../../daemon/demo/', import.meta.url));
-    await mkdir(dir, { recursive: true });
+    const built = new URL('../../dist/daemon/demo/topology.js', import.meta.url).href;
     await writeFile(join(dir, 'package.json'), '{"type":"module"}');
-    for (const file of (await readdir(src)).filter((f) => /^(topology|topology-plan|netns-command)\.ts$/.test(f))) {
-      const out = ts.transpileModule(await readFile(join(src, file), 'utf8'), {
-        compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-      });
-      await writeFile(join(dir, file.replace(/\.ts$/, '.js')), out.outputText);
-    }
     await writeFile(
       join(dir, 'child.js'),
-      `import { Topology } from './topology.js';
+      `import { Topology } from '${built}';
 const [prefix, how] = process.argv.slice(2);
 const topo = await Topology.create({ prefix, hosts: 2, functionsPerHost: 1 });
 topo.spawn(topo.hosts[0].functions[0].ns, ['sleep', '60'], { stdio: 'ignore' });
