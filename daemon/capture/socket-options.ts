@@ -1,42 +1,14 @@
 // The platform calls behind capture/ and inbound/: the original destination of a
 // REDIRECTed connection and SO_MARKed sockets. Backed by the small N-API addon in
 // daemon/native/sockopt.c (built by node-gyp at `npm ci`); tests may substitute fakes.
-import { createRequire } from 'node:module';
 import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadAddon } from '../native/addon.js';
 
 export interface SocketOptions {
   /** [address, port] the client dialled before iptables REDIRECTed it here. */
   originalDestination(socket: net.Socket): { host: string; port: number };
   /** A TCP socket carrying `mark`, connected to host:port (half-open allowed). */
   connectMarked(host: string, port: number, family: 4 | 6, mark: number): net.Socket;
-}
-
-interface Addon {
-  originalDst(fd: number, family: number): [string, number];
-  markedSocket(family: number, mark: number): number;
-  closeFd(fd: number): void;
-}
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-// dist/daemon/capture -> repository root holds build/Release
-const ADDON_PATHS = [path.resolve(here, '../../../build/Release/qmesh_sockopt.node'), path.resolve(here, '../../build/Release/qmesh_sockopt.node')];
-
-let addon: Addon | null = null;
-function loadAddon(): Addon {
-  if (addon) return addon;
-  const require = createRequire(import.meta.url);
-  let lastErr: unknown;
-  for (const p of ADDON_PATHS) {
-    try {
-      addon = require(p) as Addon;
-      return addon;
-    } catch (err) {
-      lastErr = err;
-    }
-  }
-  throw new Error(`qmesh native addon not found (run \`npm ci\` or \`npm run prepare\` to build it): ${String(lastErr)}`);
 }
 
 function fdOf(socket: net.Socket): number {

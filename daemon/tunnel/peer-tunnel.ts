@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import { checkPeerCertificate } from '../identity/peer-identity.js';
 import { CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
 import { newTrafficCounters, TunnelConnection } from './tunnel-connection.js';
+import { UdpSender } from './udp-sender.js';
 
 export type TunnelState = 'connecting' | 'up' | 'down' | 'stopped';
 
@@ -117,12 +118,13 @@ export class PeerTunnel {
   private startHandshake(socket: dgram.Socket): void {
     const local: HostPort = { host: this.opts.localHost, port: socket.address().port };
     const remote: HostPort = { host: this.peer.endpoint.host, port: this.peer.endpoint.port };
+    const sender = new UdpSender(socket, null);
     // The server name is the peer's host name: BoringSSL checks it against the DNS SAN.
     const quic = quiche.Connection.connect(this.peer.name, crypto.randomBytes(CID_BYTES), local, remote, this.opts.quicheConfig());
     const conn = new TunnelConnection(
       quic,
       'client',
-      (d) => socket.send(d),
+      (buf, offset, length, segment) => sender.send(buf, offset, length, segment),
       {
         verify: (c) => this.verify(c),
         onEstablished: (c) => this.established(c),

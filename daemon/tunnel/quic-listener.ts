@@ -13,6 +13,7 @@ import { checkPeerCertificate } from '../identity/peer-identity.js';
 import { CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
 import type { StreamPipe } from './stream-pipe.js';
 import { newTrafficCounters, TunnelConnection, type TrafficCounters } from './tunnel-connection.js';
+import { UdpSender } from './udp-sender.js';
 
 export interface QuicListenerOptions {
   readonly listen: { host: string; port: number; family: 4 | 6 };
@@ -128,10 +129,11 @@ export class QuicListener {
     const quic = quiche.Connection.accept(scid, null, this.local, from, config);
     const log = this.log.child({ peer: peer.name, role: 'server' });
     const keys = [Buffer.from(odcid).toString('latin1'), scid.toString('latin1')];
+    const sender = new UdpSender(this.socket!, from);
     const conn = new TunnelConnection(
       quic,
       'server',
-      (d) => this.socket?.send(d, from.port, from.host),
+      (buf, offset, length, segment) => sender.send(buf, offset, length, segment),
       {
         verify: (c) => this.verify(c, peer),
         onEstablished: (c) => {

@@ -6,6 +6,7 @@
 import type { Logger } from '../log.js';
 import { AppError, quicheErrorKind, type QuicheConnection } from './quiche.js';
 import type { StreamPipe } from './stream-pipe.js';
+import { GSO_MAX_BYTES, GSO_MAX_SEGMENTS } from './udp-sender.js';
 
 export type Role = 'client' | 'server';
 
@@ -101,7 +102,8 @@ export class TunnelConnection {
   constructor(
     readonly quic: QuicheConnection,
     readonly role: Role,
-    private readonly transmit: (datagram: Buffer) => void,
+    /** Sends `length` bytes at `offset` of `buf` as datagrams of `segment` bytes (udp-sender.ts). */
+    private readonly transmit: (buf: Buffer, offset: number, length: number, segment: number) => void,
     private readonly hooks: TunnelConnectionHooks,
     readonly log: Logger,
     private readonly maxDatagramBytes: number,
@@ -247,11 +249,24 @@ export class TunnelConnection {
     }
     this.packetsSinceFlush = 0;
     this.finQueued = false;
+    // Packets are written back to back into the slab; a run of equal-sized ones (the last
+    // may be shorter) goes out in one transmit call, which GSO turns into one syscall.
+    let runStart = this.slabOffset;
+    let runSegment = 0;
+    let runCount = 0;
     let last = 0;
+    const endRun = (): void => {
+      if (runCount > 0) this.transmit(this.slab, runStart, this.slabOffset - runStart, runSegment);
+      runStart = this.slabOffset;
+      runSegment = 0;
+      runCount = 0;
+    };
     for (;;) {
       if (this.slabOffset + this.maxDatagramBytes > this.slab.length) {
+        endRun();
+        // Sent slabs are never reused: dgram may still hold slices of the old one.
         this.slab = Buffer.allocUnsafe(SLAB_BYTES);
-        this.slabOffset = 0;
+        this.slabOffset = runStart = 0;
       }
       const room = this.slab.subarray(this.slabOffset, this.slabOffset + this.maxDatagramBytes);
       let written: number;
@@ -263,12 +278,15 @@ export class TunnelConnection {
         this.log.debug({ err: String(err) }, 'quiche send failed');
         break;
       }
-      // The datagram keeps its slab slice until the kernel has it; the slab is never reused.
-      this.transmit(room.subarray(0, written));
+      if (runCount > 0 && (written > runSegment || runCount >= GSO_MAX_SEGMENTS || this.slabOffset - runStart + written > GSO_MAX_BYTES)) endRun();
+      if (runCount === 0) runSegment = written;
+      runCount++;
       this.slabOffset += written;
       this.traffic.datagramsSent++;
       last = written;
+      if (written < runSegment) endRun(); // a shorter packet can only end a run
     }
+    endRun();
     this.sendingBulk = last >= this.maxDatagramBytes - 64;
     if (this.quic.isClosed()) {
       this.finish();
