@@ -35,7 +35,7 @@ export class QuicListener {
   private socket: dgram.Socket | null = null;
   private readonly byCid = new Map<string, TunnelConnection>();
   /** The peer address each connection was accepted from (migration is disabled). */
-  private readonly addressOf = new WeakMap<TunnelConnection, string>();
+  private readonly addressOf = new WeakMap<TunnelConnection, HostPort>();
   /** The live verified connection from each peer (a newer one replaces an older one). */
   readonly fromPeer = new Map<string, TunnelConnection>();
   /** Traffic per peer on the connections it dialled to us (inbound streams). */
@@ -74,8 +74,9 @@ export class QuicListener {
     // right after the first byte; the connection remembers which peer address it belongs to.
     if (msg.length > CID_BYTES && (msg[0]! & 0x80) === 0) {
       const known = this.byCid.get(msg.toString('latin1', 1, 1 + CID_BYTES));
-      if (known && this.addressOf.get(known) === rinfo.address) {
-        known.recv(msg, { host: rinfo.address, port: rinfo.port }, this.local);
+      const from = known && this.addressOf.get(known);
+      if (from && from.host === rinfo.address && from.port === rinfo.port) {
+        known.recv(msg, from, this.local);
         return;
       }
     }
@@ -94,7 +95,7 @@ export class QuicListener {
     const from: HostPort = { host: rinfo.address, port: rinfo.port };
     const conn = this.byCid.get(Buffer.from(header.dcid).toString('latin1'));
     if (conn) {
-      if (this.addressOf.get(conn) !== rinfo.address) {
+      if (this.addressOf.get(conn)?.host !== rinfo.address) {
         this.droppedDatagrams++; // another peer's connection id: not for this sender
         return;
       }
@@ -161,7 +162,7 @@ export class QuicListener {
       this.trafficOf(peer.name),
     );
     for (const k of keys) this.byCid.set(k, conn);
-    this.addressOf.set(conn, from.host);
+    this.addressOf.set(conn, from);
     conn.recv(msg, from, this.local);
   }
 

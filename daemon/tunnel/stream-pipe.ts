@@ -9,6 +9,18 @@ import { AppError, quicheErrorKind } from './quiche.js';
 import type { TunnelConnection } from './tunnel-connection.js';
 
 const RECV_CHUNK = 64 * 1024;
+/** Reads up to this size are copied out of the shared buffer; larger ones take it over. */
+const COPY_LIMIT = 16 * 1024;
+/** One receive buffer for every stream (the process is single-threaded). */
+let recvBuffer = Buffer.allocUnsafe(RECV_CHUNK);
+
+/** Bytes [0, n) of the shared buffer as a Buffer the caller may keep. */
+function takeReceived(n: number): Buffer {
+  if (n <= COPY_LIMIT) return Buffer.from(recvBuffer.subarray(0, n));
+  const out = recvBuffer.subarray(0, n);
+  recvBuffer = Buffer.allocUnsafe(RECV_CHUNK);
+  return out;
+}
 const EMPTY = Buffer.alloc(0);
 
 export interface PipeSummary {
@@ -76,12 +88,11 @@ export class StreamPipe {
 
   /** Reads one header chunk while in header mode; returns it raw (the caller parses). */
   readRaw(): Buffer | null | 'reset' {
-    const buf = Buffer.allocUnsafe(RECV_CHUNK);
     try {
-      const r = this.tunnel.quic.streamRecv(this.id, buf);
+      const r = this.tunnel.quic.streamRecv(this.id, recvBuffer);
       if (r === null) return null;
       if (r[1]) this.finReceived = true;
-      return buf.subarray(0, r[0]);
+      return takeReceived(r[0]);
     } catch {
       return 'reset';
     }
@@ -160,10 +171,9 @@ export class StreamPipe {
     }
     if (!this.socket || this.readPaused) return;
     for (;;) {
-      const buf = Buffer.allocUnsafe(RECV_CHUNK);
       let r: [number, boolean] | null;
       try {
-        r = this.tunnel.quic.streamRecv(this.id, buf);
+        r = this.tunnel.quic.streamRecv(this.id, recvBuffer);
       } catch (err) {
         const [kind] = quicheErrorKind(err);
         this.resetTcp(kind === 'StreamReset' ? 'reset by peer' : `stream receive failed: ${kind}`);
@@ -175,8 +185,7 @@ export class StreamPipe {
       if (n > 0) {
         this.bytesFromPeer += n;
         this.tunnel.traffic.bytesReceived += n;
-        // Small reads are copied so the 64 KiB buffer is not pinned by a few bytes.
-        ok = this.socket.write(n < 4096 ? Buffer.from(buf.subarray(0, n)) : buf.subarray(0, n));
+        ok = this.socket.write(takeReceived(n));
       }
       if (fin) {
         this.finReceived = true;
