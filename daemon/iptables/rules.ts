@@ -83,6 +83,13 @@ function familyChains(config: Config, family: Family, local: readonly Cidr[], pe
       ...comment(`capture port ${capturePort} only takes redirected connections`),
       '-j', 'REJECT', '--reject-with', 'tcp-reset',
     ],
+    [
+      // A host process's captured connection answers from the capture socket; de-NATed, that
+      // reply looks like plaintext from a peer's function to a local address (dropped below).
+      '-p', 'tcp', '-m', 'conntrack', '--ctstate', 'DNAT', '--ctdir', 'REPLY', '--ctreplsrcport', capturePort,
+      ...comment('replies of captured connections'),
+      '-j', 'RETURN',
+    ],
   ];
   if (quicHere) {
     for (const p of config.peers) {

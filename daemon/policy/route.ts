@@ -38,8 +38,12 @@ export class RouteTable {
     return this.lookup(ip).kind === 'local';
   }
 
-  /** Does `peer` own `ip` (longest prefix)? Inbound: a peer may only speak for its own functions. */
+  /**
+   * May `peer` claim `ip` as the source of a connection? Its functions' addresses (longest
+   * prefix), and its own underlay address, which host processes on it connect from.
+   */
   ownedBy(peer: PeerConfig, ip: IpAddress): boolean {
+    if (ip.text === peer.endpoint.host) return true;
     const r = this.lookup(ip);
     return r.kind === 'peer' && r.peer.name === peer.name;
   }

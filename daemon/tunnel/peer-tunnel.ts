@@ -48,6 +48,7 @@ export class PeerTunnel {
   private redialTimer: NodeJS.Timeout | null = null;
   private lastDialAt = 0;
   private waiters = new Set<Waiter>();
+  private outageLogged = false;
   private readonly log: Logger;
 
   constructor(private readonly opts: PeerTunnelOptions) {
@@ -65,7 +66,8 @@ export class PeerTunnel {
 
   /** Resolves with the live connection, waiting up to connectTimeoutMs; rejects fast if the peer refuses. */
   ready(): Promise<TunnelConnection> {
-    if (this.state === 'up' && this.connection && !this.connection.closed) return Promise.resolve(this.connection);
+    // Usable once we verified the server: a request may ride with our Finished (cold = 2 RTT).
+    if (this.connection?.verified && !this.connection.closed) return Promise.resolve(this.connection);
     if (this.state === 'stopped') return Promise.reject(this.downError('daemon stopping'));
     // A tunnel waiting out its back-off is re-dialled now: the caller is waiting.
     if (this.state === 'down' && Date.now() - this.lastDialAt >= this.opts.tunnel.reconnectMinMs) this.dial();
@@ -128,6 +130,7 @@ export class PeerTunnel {
       {
         verify: (c) => this.verify(c),
         onEstablished: (c) => this.established(c),
+        onConfirmed: (c) => this.confirmed(c),
         onClosed: (c, reason) => {
           if (this.connection === c) this.lost(reason);
         },
@@ -151,18 +154,24 @@ export class PeerTunnel {
     return null;
   }
 
+  /** We verified the server: waiting connections may go (their streams die if the server refuses us). */
   private established(c: TunnelConnection): void {
-    this.state = 'up';
-    this.upSince = Date.now();
-    this.handshakes++;
-    this.lastError = null;
-    this.backoffMs = this.opts.tunnel.reconnectMinMs;
-    this.log.info({ endpoint: `${this.peer.endpoint.host}:${this.peer.endpoint.port}` }, 'tunnel up');
     for (const w of this.waiters) {
       clearTimeout(w.timer);
       w.resolve(c);
     }
     this.waiters.clear();
+  }
+
+  /** The server accepted us too: only now is the tunnel up and the back-off reset. */
+  private confirmed(_c: TunnelConnection): void {
+    this.state = 'up';
+    this.upSince = Date.now();
+    this.handshakes++;
+    this.lastError = null;
+    this.backoffMs = this.opts.tunnel.reconnectMinMs;
+    this.outageLogged = false;
+    this.log.info({ endpoint: `${this.peer.endpoint.host}:${this.peer.endpoint.port}` }, 'tunnel up');
   }
 
   /** The connection or its socket failed: fail waiters fast, re-dial after back-off. */
@@ -176,8 +185,12 @@ export class PeerTunnel {
     this.connection = null;
     conn?.abort(reason);
     this.teardownSocket();
-    if (wasUp) this.log.warn({ reason }, 'tunnel down');
-    else this.log.debug({ reason }, 'dial failed');
+    // One warning per outage; the re-dials that follow are debug.
+    const refused = conn?.verified === true;
+    if (wasUp || refused || !this.outageLogged) {
+      this.log.warn({ reason }, wasUp ? 'tunnel down' : refused ? 'peer refused our tunnel' : 'cannot reach peer');
+      this.outageLogged = true;
+    } else this.log.debug({ reason }, 'dial failed');
     for (const w of this.waiters) {
       clearTimeout(w.timer);
       w.reject(this.downError(reason));

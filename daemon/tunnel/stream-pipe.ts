@@ -22,6 +22,14 @@ function takeReceived(n: number): Buffer {
   return out;
 }
 const EMPTY = Buffer.alloc(0);
+/**
+ * quiche 0.18 can lose a zero-length FIN (cloudflare/quiche#2525): once the peer has
+ * finished its direction, a stream whose data is all acknowledged is discarded before a
+ * FIN written later leaves, and our peer waits for EOF forever. So while the peer has
+ * finished, the last byte from TCP is held back to leave with our FIN; if no FIN follows
+ * within HOLD_LAST_BYTE_MS it is sent on its own.
+ */
+const HOLD_LAST_BYTE_MS = 200;
 
 export interface PipeSummary {
   bytesToPeer: number;
@@ -37,6 +45,8 @@ export class StreamPipe {
   private finSent = false;
   private finReceived = false;
   private readPaused = false; // socket.write said "full": stop streamRecv until drain
+  private held: Buffer | null = null; // see HOLD_LAST_BYTE_MS
+  private holdTimer: NodeJS.Timeout | null = null;
   private done = false;
   private socketClosed = false;
   private bytesToPeer = 0;
@@ -64,7 +74,7 @@ export class StreamPipe {
   attach(socket: net.Socket, firstBytes: Buffer | null, bytesForSocket: Buffer | null, waitForData = false): void {
     this.headerHandler = null;
     this.socket = socket;
-    if (firstBytes && firstBytes.length > 0) this.sendOrQueue(firstBytes);
+    if (firstBytes && firstBytes.length > 0) this.sendOrQueue(firstBytes, false);
     if (bytesForSocket && bytesForSocket.length > 0) {
       this.bytesFromPeer += bytesForSocket.length;
       this.tunnel.traffic.bytesReceived += bytesForSocket.length;
@@ -105,35 +115,58 @@ export class StreamPipe {
   private onTcpData(chunk: Buffer): void {
     this.bytesToPeer += chunk.length;
     this.tunnel.traffic.bytesSent += chunk.length;
-    this.sendOrQueue(chunk);
+    if (this.held) {
+      chunk = Buffer.concat([this.held, chunk]);
+      this.held = null;
+    }
+    if (this.finReceived) {
+      this.held = chunk.subarray(chunk.length - 1);
+      chunk = chunk.subarray(0, chunk.length - 1);
+      this.holdTimer ??= setTimeout(() => this.releaseHeld(), HOLD_LAST_BYTE_MS);
+    }
+    if (chunk.length > 0) this.sendOrQueue(chunk, false);
     this.tunnel.scheduleFlush();
   }
 
-  private sendOrQueue(chunk: Buffer): void {
+  private releaseHeld(): void {
+    this.holdTimer = null;
+    const held = this.held;
+    this.held = null;
+    if (!held || this.done || this.finSent) return;
+    this.sendOrQueue(held, false);
+    this.tunnel.scheduleFlush();
+  }
+
+  /** Hands `chunk` to quiche, queueing what it cannot take; `fin` ends our direction with it. */
+  private sendOrQueue(chunk: Buffer, fin: boolean): void {
     if (this.pending.length > 0) {
       this.pending.push(chunk);
       return;
     }
-    const n = this.streamSend(chunk, false);
+    const n = this.streamSend(chunk, fin);
     if (n < 0) return; // stream stopped: already reset
     if (n < chunk.length) {
-      this.pending.push(chunk.subarray(n));
+      this.pending.push(chunk.subarray(n)); // quiche dropped the FIN with the rest: sendFin repeats it
       this.socket?.pause();
       this.tunnel.blocked.add(this);
+    } else if (fin) {
+      this.finWritten();
     }
   }
 
-  /** Stream capacity may be back: push what is queued, then resume the socket. */
+  /** Stream capacity may be back: push what is queued (the FIN rides on the last piece), then resume. */
   onWritable(): void {
     while (this.pending.length > 0) {
       const head = this.pending[0]!;
-      const n = this.streamSend(head, false);
+      const fin = this.tcpEnded && this.pending.length === 1 && this.held === null;
+      const n = this.streamSend(head, fin);
       if (n < 0) return;
       if (n < head.length) {
         this.pending[0] = head.subarray(n);
         return;
       }
       this.pending.shift();
+      if (fin) this.finWritten();
     }
     this.tunnel.blocked.delete(this);
     if (this.tcpEnded) this.sendFin();
@@ -152,11 +185,25 @@ export class StreamPipe {
     }
   }
 
+  /** TCP sent FIN: end our direction, with the held byte if there is one. */
   private sendFin(): void {
-    if (this.finSent || this.done) return;
+    if (this.finSent || this.done || this.pending.length > 0) return; // onWritable ends it later
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = null;
+    const held = this.held;
+    this.held = null;
+    if (held) {
+      this.sendOrQueue(held, true);
+      this.tunnel.scheduleFlush();
+      return;
+    }
     if (this.streamSend(EMPTY, true) < 0) return;
+    this.tunnel.queueFin(); // zero-length: flushed before the connection reads any ACK (quiche#2525)
+    this.finWritten();
+  }
+
+  private finWritten(): void {
     this.finSent = true;
-    this.tunnel.queueFin(); // flushed before the connection reads any ACK (quiche#2525)
     this.maybeDone();
   }
 
@@ -252,6 +299,7 @@ export class StreamPipe {
   private finishPipe(outcome: string): void {
     if (this.done) return;
     this.done = true;
+    if (this.holdTimer) clearTimeout(this.holdTimer);
     if (this.tunnel.streams.get(this.id) === this) {
       this.tunnel.streams.delete(this.id);
       this.tunnel.traffic.streamsActive--;

@@ -34,7 +34,10 @@ export interface TunnelConnectionHooks {
   verify(conn: TunnelConnection): string | null;
   /** A peer-initiated stream we have not seen (server role). Returns its pipe, or null to refuse. */
   onNewStream?(conn: TunnelConnection, streamId: number): StreamPipe | null;
+  /** The handshake completed and we accepted the peer: streams may be opened. */
   onEstablished?(conn: TunnelConnection): void;
+  /** The peer accepted us as well (for a client: the server did not refuse our certificate). */
+  onConfirmed?(conn: TunnelConnection): void;
   onClosed(conn: TunnelConnection, reason: string): void;
 }
 
@@ -81,7 +84,10 @@ export class TunnelConnection {
   readonly streams = new Map<number, StreamPipe>();
   /** Pipes waiting for stream capacity (TCP side paused). */
   readonly blocked = new Set<StreamPipe>();
+  /** We checked the peer's identity; the connection may carry streams. */
   verified = false;
+  /** The peer accepted our identity too (a server confirms itself when it verifies). */
+  confirmed = false;
   closed = false;
   peerName: string | null = null;
   readonly createdAt = Date.now();
@@ -147,6 +153,12 @@ export class TunnelConnection {
       }
       this.verified = true;
       this.hooks.onEstablished?.(this);
+      // A server has now judged the client too; a client has not yet been judged (below).
+      if (this.role === 'server') this.confirm();
+    } else if (fromPeer && this.verified && !this.confirmed && !this.closed) {
+      // TLS 1.3: the client finishes before the server has checked the client's certificate.
+      // A packet from the server after our Finished, without a close, means it accepted us.
+      if (!this.quic.isDraining() && this.quic.peerError() === null) this.confirm();
     }
     if (this.verified) {
       unread.add(this);
@@ -155,6 +167,11 @@ export class TunnelConnection {
     // Whether quiche closed is checked when the turn's packets are flushed (flush -> finish).
     if (fromPeer && this.verified && !this.sendingBulk && this.packetsSinceFlush < ACK_EVERY_PACKETS) this.scheduleAckFlush();
     else this.scheduleFlush();
+  }
+
+  private confirm(): void {
+    this.confirmed = true;
+    this.hooks.onConfirmed?.(this);
   }
 
   /** Hands readable streams to their pipes and retries pipes waiting for capacity. */

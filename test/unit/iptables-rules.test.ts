@@ -57,6 +57,8 @@ describe('buildRules on the example host config', () => {
       expect.arrayContaining(['--dport', '15001', 'conntrack', '!', '--ctstate', 'DNAT', 'REJECT', '--reject-with', 'tcp-reset']),
     );
     expect(input.slice(1)).toEqual([
+      // replies of captured host-process connections would otherwise match the last drop
+      ['-p', 'tcp', '-m', 'conntrack', '--ctstate', 'DNAT', '--ctdir', 'REPLY', '--ctreplsrcport', '15001', '-j', 'RETURN'],
       ['-p', 'udp', '--dport', '4433', '-s', '198.18.0.2', '-j', 'RETURN'],
       ['-p', 'udp', '--dport', '4433', '-j', 'DROP'],
       ['-s', '198.19.2.0/24', '-d', '198.19.1.0/24', '-j', 'DROP'],

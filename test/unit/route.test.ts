@@ -41,4 +41,9 @@ describe('route table', () => {
     expect(routes.ownedBy(b!, IpAddress.parse('10.1.0.1'))).toBe(false);
     expect(routes.ownedBy(c!, IpAddress.parse('10.1.0.1'))).toBe(true);
   });
+  it('lets a peer claim its own underlay address (host processes), and no other', () => {
+    const [b, c] = config.peers;
+    expect(routes.ownedBy(b!, IpAddress.parse('198.18.0.2'))).toBe(true);
+    expect(routes.ownedBy(c!, IpAddress.parse('198.18.0.2'))).toBe(false);
+  });
 });
