@@ -3,8 +3,8 @@
 // sending peer's cidrs. host-1 is configured to believe host-2 also owns
 // 198.19.9.0/24, which host-2 does not list; host-2 can reach 198.19.9.5 (an
 // address on its loopback with a server behind it) and must still refuse.
-// The source check is driven by a host process on host-1, whose address is
-// host-1's underlay address, outside host-1's cidrs.
+// The source check is driven by a host process on host-1: its underlay address
+// (host-1 itself) and its function addresses pass; any other address is refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUIC_PORT } from '../../daemon/demo/mesh.js';
 import { daemonOf, destroyMesh, logOf, startDaemons, startMesh, waitLog, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
@@ -68,13 +68,22 @@ describe('inbound policy', () => {
     expect(foreign.conns, 'nothing reached the server behind the foreign address').toEqual([]);
   }, TEST_MS);
 
-  it('refuses a stream whose source is outside the sending peer\'s cidrs (a host process on host-1)', async () => {
-    const before = echo.conns.length;
+  it('lets a host process on host-1 through with host-1\'s own underlay address', async () => {
+    const refusalsBefore = inboundRefusals().length;
     // The kernel picks host-1's underlay address (route to host-2's functions goes via eth0).
     const r = await fnClient(mesh, h1.ns, 'rpc', { ip: h2.functions[0]!.ip, port: ECHO_PORT, requestBytes: 512, timeoutMs: 10_000 });
+    expect(r).toMatchObject({ error: null, replyBytes: 512, replySha256: r.requestSha256, gotEnd: true });
+    expect(inboundRefusals().length).toBe(refusalsBefore);
+  }, TEST_MS);
+
+  it('refuses a stream whose source is neither in the sending peer\'s cidrs nor its underlay address', async () => {
+    const before = echo.conns.length;
+    const SPOOF = '192.0.2.5'; // an extra address on host-1 that host-1 does not own in the mesh
+    await mesh.topo.exec(h1.ns, ['ip', 'addr', 'add', `${SPOOF}/32`, 'dev', 'eth0']);
+    const r = await fnClient(mesh, h1.ns, 'rpc', { ip: h2.functions[0]!.ip, port: ECHO_PORT, requestBytes: 512, localAddress: SPOOF, timeoutMs: 10_000 });
     expectReset(r);
     const refusal = await waitLog(daemonOf(mesh, h2), (e) => e.msg === 'inbound stream refused' && e.reason === `source outside ${h1.name}'s cidrs`, 5_000, 'source refusal');
-    expect(refusal.src).toMatch(new RegExp(`^${h1.underlayIp.replace(/\./g, '\\.')}:`));
+    expect(refusal.src).toMatch(/^192\.0\.2\.5:/);
     expect(echo.conns.length).toBe(before);
   }, TEST_MS);
 
