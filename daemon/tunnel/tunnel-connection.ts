@@ -139,6 +139,12 @@ export class TunnelConnection {
     }
     this.packetsSinceFlush++;
     this.traffic.datagramsReceived++;
+    // A CONNECTION_CLOSE (or a stateless reset) puts quiche in draining: nothing more can be
+    // sent, so the tunnel is dead now, not when the draining period ends.
+    if (this.quic.isDraining() || this.quic.isClosed()) {
+      this.finish();
+      return;
+    }
     this.afterInput(true);
   }
 
