@@ -389,7 +389,8 @@ export class TunnelConnection {
     try {
       const p = this.quic.pathStats()[0];
       const s = this.quic.stats();
-      return { rttMs: p ? p.rtt / 1e6 : 0, cwnd: p?.cwnd ?? 0, lost: s.lost };
+      // The binding reports the smoothed RTT in whole milliseconds.
+      return { rttMs: p ? p.rtt : 0, cwnd: p?.cwnd ?? 0, lost: s.lost };
     } catch {
       return { rttMs: 0, cwnd: 0, lost: 0 };
     }
