@@ -49,6 +49,7 @@ export class PeerTunnel {
   private lastDialAt = 0;
   private waiters = new Set<Waiter>();
   private outageLogged = false;
+  private handshakeTimer: NodeJS.Timeout | null = null;
   private readonly log: Logger;
 
   constructor(private readonly opts: PeerTunnelOptions) {
@@ -142,6 +143,12 @@ export class PeerTunnel {
     );
     this.connection = conn;
     socket.on('message', (msg) => conn.recv(msg, remote, local));
+    // Linux answers only one port-unreachable per second per host, so a re-dial may hear
+    // nothing: give up on a handshake after connectTimeoutMs rather than quiche's idle timeout.
+    this.handshakeTimer = setTimeout(() => {
+      this.handshakeTimer = null;
+      if (this.connection === conn && !conn.verified) this.lost(`no handshake within ${this.opts.tunnel.connectTimeoutMs} ms`);
+    }, this.opts.tunnel.connectTimeoutMs);
     conn.flush();
   }
 
@@ -156,6 +163,8 @@ export class PeerTunnel {
 
   /** We verified the server: waiting connections may go (their streams die if the server refuses us). */
   private established(c: TunnelConnection): void {
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
     for (const w of this.waiters) {
       clearTimeout(w.timer);
       w.resolve(c);
@@ -177,6 +186,8 @@ export class PeerTunnel {
   /** The connection or its socket failed: fail waiters fast, re-dial after back-off. */
   private lost(reason: string): void {
     if (this.state === 'stopped') return;
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
     const wasUp = this.state === 'up';
     this.lastError = reason;
     this.state = 'down';
@@ -218,6 +229,7 @@ export class PeerTunnel {
   /** Ends the tunnel for good (daemon stop or peer removed). */
   stop(reason = 'daemon stopping'): void {
     if (this.redialTimer) clearTimeout(this.redialTimer);
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     for (const w of this.waiters) {
       clearTimeout(w.timer);
       w.reject(this.downError(reason));

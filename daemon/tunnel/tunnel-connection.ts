@@ -150,6 +150,8 @@ export class TunnelConnection {
 
   /** Runs after anything that may have changed quiche's state. */
   private afterInput(fromPeer = false): void {
+    // Handshake steps (our Finished, the server's HANDSHAKE_DONE) must leave at once, not with a delayed ACK.
+    const handshakeMoved = !this.confirmed;
     if (!this.verified && !this.closed && this.quic.isEstablished()) {
       const refusal = this.hooks.verify(this);
       if (refusal !== null) {
@@ -171,7 +173,7 @@ export class TunnelConnection {
       scheduleTurnEnd();
     }
     // Whether quiche closed is checked when the turn's packets are flushed (flush -> finish).
-    if (fromPeer && this.verified && !this.sendingBulk && this.packetsSinceFlush < ACK_EVERY_PACKETS) this.scheduleAckFlush();
+    if (fromPeer && !handshakeMoved && !this.sendingBulk && this.packetsSinceFlush < ACK_EVERY_PACKETS) this.scheduleAckFlush();
     else this.scheduleFlush();
   }
 
