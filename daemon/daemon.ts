@@ -16,6 +16,8 @@ import { QuicListener } from './tunnel/quic-listener.js';
 import { makeQuicheConfig, type QuicheConfig } from './tunnel/quiche.js';
 import { TunnelPool } from './tunnel/tunnel-pool.js';
 import { buildStatus } from './admin/status.js';
+import { MetricsRegistry } from './admin/metrics.js';
+import { sampleDaemon } from './admin/metrics-sample.js';
 
 export interface DaemonDeps {
   readonly sockets?: SocketOptions;
@@ -46,9 +48,11 @@ export class Daemon {
   async start(): Promise<void> {
     const { config, log } = this;
     const sockets = this.deps.sockets ?? linuxSocketOptions;
+    const metrics = new MetricsRegistry(() => sampleDaemon(this));
     this.admin = new AdminServer(config.listen.admin.host, config.listen.admin.port, {
       ready: () => this.ready,
       status: () => buildStatus(this),
+      metrics: async () => ({ contentType: metrics.contentType, body: await metrics.scrape() }),
     }, log.child({ component: 'admin' }));
     await this.admin.start();
 
@@ -57,7 +61,7 @@ export class Daemon {
     this.serverConfig = makeQuicheConfig(this.credentials, config.tunnel);
     log.info({ identity: this.credentials.identity, notAfter: this.credentials.notAfter.toISOString() }, 'certificate loaded');
 
-    this.inbound = new InboundDelivery(() => this.routes, sockets, config.capture.mark, log);
+    this.inbound = new InboundDelivery(() => this.routes, () => this.config.policy, sockets, config.capture.mark, log);
     this.listener = new QuicListener({
       listen: config.listen.quic,
       peers: () => this.config.peers,
@@ -82,7 +86,7 @@ export class Daemon {
     });
     this.pool.sync(config.peers);
 
-    this.capture = new CaptureListener(config.listen.capture, () => this.routes, this.pool, sockets, log);
+    this.capture = new CaptureListener(config.listen.capture, () => this.routes, () => ({ nodeName: this.config.node.name, policy: this.config.policy }), this.pool, sockets, log);
     await this.capture.start();
 
     const rules = this.deps.rules === undefined ? (config.capture.applyRules ? new RuleManager(config) : null) : this.deps.rules;

@@ -17,6 +17,7 @@ export const ErrorCodes = {
   SOURCE_DENIED: 'QMESH_ERR_SOURCE_DENIED',
   USAGE: 'QMESH_ERR_USAGE',
   TOPOLOGY: 'QMESH_ERR_TOPOLOGY',
+  ADMIN_UNREACHABLE: 'QMESH_ERR_ADMIN_UNREACHABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

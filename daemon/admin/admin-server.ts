@@ -1,6 +1,7 @@
 // The admin HTTP listener (loopback by default): GET /healthz answers 200 once
 // config, certificates and the capture listener are ready (503 before), and
-// GET /status returns JSON with each peer's tunnel state and stream/byte counts.
+// GET /status returns JSON with each peer's tunnel state and stream/byte counts,
+// and GET /metrics the Prometheus text exposition (metrics.ts).
 import http from 'node:http';
 import { ErrorCodes, QmeshError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -8,6 +9,8 @@ import type { Logger } from '../log.js';
 export interface AdminSources {
   ready(): boolean;
   status(): unknown;
+  /** The Prometheus exposition, sampled now (absent: /metrics answers 404). */
+  metrics?(): Promise<{ contentType: string; body: string }>;
 }
 
 export class AdminServer {
@@ -40,7 +43,17 @@ export class AdminServer {
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
     if (url === '/healthz') return this.sources.ready() ? send(200, 'ok\n') : send(503, 'starting\n');
     if (url === '/status') return send(200, JSON.stringify(this.sources.status(), null, 2) + '\n', 'application/json');
-    send(404, 'not found: try /healthz or /status\n');
+    if (url === '/metrics' && this.sources.metrics) {
+      this.sources.metrics().then(
+        (m) => send(200, m.body, m.contentType),
+        (err: unknown) => {
+          this.log.error({ err: String(err) }, 'metrics scrape failed');
+          send(500, 'metrics scrape failed\n');
+        },
+      );
+      return;
+    }
+    send(404, 'not found: try /healthz, /status or /metrics\n');
   }
 
   async stop(): Promise<void> {

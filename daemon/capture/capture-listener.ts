@@ -1,11 +1,13 @@
 // Receives every TCP connection iptables REDIRECTs to listen.capture, recovers
-// its original destination, asks policy/route.ts where it goes and hands it to
+// its original destination, asks policy/route.ts where it goes and
+// policy/policy.ts whether this host's policy lets it leave, and hands it to
 // the peer's tunnel as a new stream (tunnel/tunnel-pool.ts). Anything that
 // cannot be tunnelled is reset at once: never forwarded in plaintext.
 import net from 'node:net';
 import { ErrorCodes, QmeshError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { IpAddress } from '../policy/cidr.js';
+import { evaluatePolicy, type Policy } from '../policy/policy.js';
 import type { RouteTable } from '../policy/route.js';
 import type { TunnelPool } from '../tunnel/tunnel-pool.js';
 import type { SocketOptions } from './socket-options.js';
@@ -13,17 +15,19 @@ import type { SocketOptions } from './socket-options.js';
 export interface CaptureCounters {
   accepted: number;
   refused: number; // no original destination, local, unknown or tunnel down
+  deniedByPolicy: number; // this host's policy denied it: it never left the host
   active: number;
 }
 
 export class CaptureListener {
   private server: net.Server | null = null;
-  readonly counters: CaptureCounters = { accepted: 0, refused: 0, active: 0 };
+  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, active: 0 };
   private readonly log: Logger;
 
   constructor(
     private readonly port: number,
     private readonly routes: () => RouteTable,
+    private readonly policy: () => { readonly nodeName: string; readonly policy: Policy },
     private readonly pool: TunnelPool,
     private readonly sockets: SocketOptions,
     log: Logger,
@@ -86,6 +90,17 @@ export class CaptureListener {
     }
     if (srcIp.family !== dstIp.family) {
       this.refuse(socket, fields, 'mixed address families');
+      return;
+    }
+    // This host evaluates its own policy as the source peer would be judged by a receiver
+    // sharing it, so a flow such a receiver would deny never leaves (README "Policy").
+    const { nodeName, policy } = this.policy();
+    const decision = evaluatePolicy(policy, { fromPeer: nodeName, source: srcIp, destination: dstIp, port: dst.port });
+    if (decision.action === 'deny') {
+      this.counters.deniedByPolicy++;
+      this.log.warn({ ...fields, peer: route.peer.name, reason: 'denied by policy', rule: decision.rule }, 'captured connection refused');
+      socket.on('error', () => {});
+      socket.resetAndDestroy();
       return;
     }
     this.counters.accepted++;

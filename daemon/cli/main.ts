@@ -52,6 +52,13 @@ program
   .addOption(configOption())
   .action(action(async (opts: { config: string }) => (await verbs()).checkConfigCommand(opts.config)));
 
+program
+  .command('status')
+  .description('Ask the running daemon (its admin listener, listen.admin) for its peers and tunnel health and print them as a table, or as JSON. Exit 0 if it answered, 1 if it is not reachable.')
+  .addOption(configOption())
+  .option('--json', 'print the /status JSON document as is', false)
+  .action(action(async (opts: { config: string; json: boolean }) => (await import('../admin/status-command.js')).statusCommand(opts.config, { json: opts.json })));
+
 const iptables = program.command('iptables').description('Install, remove or print the capture rules (chains QMESH_*, idempotent).');
 for (const [verb, doc] of [
   ['apply', 'install or refresh the rules (idempotent)'],

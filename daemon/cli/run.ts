@@ -1,15 +1,19 @@
 // `qmesh run`: loads the config, starts the Daemon and maps signals: SIGTERM
 // and SIGINT drain and exit 0; SIGHUP is logged (live reload is not built yet).
+// Under systemd (NOTIFY_SOCKET set) it reports READY=1 once started and
+// STOPPING=1 when a stop begins (admin/systemd-notify.ts).
 // An unexpected exception is a bug: it is logged and the process exits 1 so
 // systemd restarts it.
 import { loadConfig } from '../config/load.js';
 import { Daemon } from '../daemon.js';
 import { createLogger } from '../log.js';
+import { SystemdNotifier } from '../admin/systemd-notify.js';
 
 export async function runCommand(file: string): Promise<void> {
   const config = loadConfig(file, process.env);
   const log = createLogger(config.log.level);
   const daemon = new Daemon(config, log);
+  const systemd = new SystemdNotifier(process.env.NOTIFY_SOCKET, log.child({ component: 'systemd' }));
   const crash = (err: unknown): void => {
     log.fatal({ err: (err as Error)?.stack ?? String(err) }, 'unexpected error; exiting');
     log.flush();
@@ -22,6 +26,7 @@ export async function runCommand(file: string): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
+    systemd.stopping(`draining open connections (${signal})`);
     daemon
       .stop()
       .then(({ unfinished }) => {
@@ -35,6 +40,7 @@ export async function runCommand(file: string): Promise<void> {
   process.on('SIGHUP', () => log.warn('SIGHUP received: live reload is not implemented yet; restart the daemon to apply a new config'));
   try {
     await daemon.start();
+    if (!stopping) systemd.ready(`ready: ${config.peers.length} peer(s)`);
   } catch (err) {
     log.error({ err: String((err as Error).message ?? err) }, 'start failed');
     await daemon.stop(0).catch(() => {});

@@ -5,7 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCodes, QmeshError } from '../errors.js';
 import { Cidr, IpAddress } from '../policy/cidr.js';
+import type { Policy } from '../policy/policy.js';
 import { parseHostPort, type HostPort } from './formats.js';
+import { parsePolicy } from './policy-format.js';
 import { makeConvict } from './schema.js';
 
 export interface PeerConfig {
@@ -21,6 +23,7 @@ export interface Config {
   readonly tls: { readonly ca: string; readonly cert: string; readonly key: string; readonly trustDomain: string };
   readonly local: { readonly cidrs: readonly Cidr[] };
   readonly peers: readonly PeerConfig[];
+  readonly policy: Policy;
   readonly log: { readonly level: string };
   readonly tunnel: {
     readonly idleTimeoutMs: number;
@@ -62,6 +65,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): Config {
 /** Validates an already-parsed object; `file` anchors relative paths. */
 export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = {}): Config {
   const conf = makeConvict(env);
+  checkPolicyShape(raw, file);
   try {
     conf.load(raw);
     conf.validate({ allowed: 'strict' });
@@ -70,6 +74,8 @@ export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = 
       .split('\n')
       .map((l) => l.replace(/^configuration param '([^']+)' not declared in the schema$/, '$1: unknown key (not in the schema; check its spelling)'))
       .map((l) => l.replace(/^([\w.]+): \[(\d+)\]/, '$1[$2]')) // "peers: [0].endpoint" -> "peers[0].endpoint"
+      .map((l) => l.replace(/^policy: \./, 'policy.')) // "policy: .rules[1].ports[0]" -> "policy.rules[1].ports[0]"
+      .map((l) => (l.startsWith('policy') ? l.replace(/: value was .*$/, '') : l)) // the whole section: too long to echo
       .filter(Boolean);
     return fail(file, lines.join('; '), err);
   }
@@ -90,6 +96,7 @@ export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = 
     tls: { ca: resolve(v.tls.ca), cert: resolve(v.tls.cert), key: resolve(v.tls.key), trustDomain: v.tls.trustDomain },
     local: { cidrs: local },
     peers,
+    policy: parsePolicy(v.policy),
     log: { level: v.log.level },
     tunnel: { ...v.tunnel },
     drain: { ...v.drain },
@@ -134,11 +141,33 @@ function checkInvariants(c: Config): void {
     const inside = owned.find((o) => o.cidr.contains(ip));
     if (inside) fail(f, `${key}: ${hp.host} lies inside ${inside.cidr} (${inside.owner}); tunnel endpoints must be underlay addresses outside every function CIDR`);
   }
+  // A rule naming a host that is neither this node nor a peer is a typo: it would never match.
+  c.policy.rules.forEach((r, i) =>
+    r.from?.forEach((name, j) => {
+      if (!names.has(name)) fail(f, `policy.rules[${i}].from[${j}]: "${name}" is neither node.name nor a peer's name`);
+    }),
+  );
   if (c.tunnel.keepAliveMs >= c.tunnel.idleTimeoutMs) {
     fail(f, `tunnel.keepAliveMs: must be below tunnel.idleTimeoutMs (${c.tunnel.idleTimeoutMs})`);
   }
   if (c.tunnel.reconnectMinMs > c.tunnel.reconnectMaxMs) {
     fail(f, `tunnel.reconnectMinMs: must not exceed tunnel.reconnectMaxMs (${c.tunnel.reconnectMaxMs})`);
+  }
+}
+
+/**
+ * convict treats `policy` as one leaf but still walks into nested objects of the
+ * value it loads (and crashes on them); the section's keys hold a string and an
+ * array, so an object under one is refused here with the key's name.
+ */
+function checkPolicyShape(raw: object, file: string): void {
+  const policy = (raw as Record<string, unknown>).policy;
+  if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) return;
+  for (const [key, value] of Object.entries(policy)) {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) continue;
+    if (key === 'default') fail(file, 'policy.default must be "allow" or "deny"');
+    else if (key === 'rules') fail(file, 'policy.rules must be an array of rule objects');
+    else fail(file, `policy.${key} is not a policy key (expected default, rules)`);
   }
 }
 

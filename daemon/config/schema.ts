@@ -3,6 +3,7 @@
 // hands a frozen, typed Config to main.ts and the CLI verbs.
 import convict from 'convict';
 import { parseCidr, parseHostPort, parsePort } from './formats.js';
+import { parsePolicy } from './policy-format.js';
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -73,6 +74,8 @@ const json = (v: unknown): unknown => {
 };
 convict.addFormat({ name: 'cidr-list', validate: cidrList, coerce: json });
 convict.addFormat({ name: 'peer-list', validate: peerList, coerce: json });
+// One leaf for the whole section: convict cannot nest a schema under a key named "default".
+convict.addFormat({ name: 'policy', validate: wrap(parsePolicy), coerce: json });
 
 export const schema = {
   node: {
@@ -143,6 +146,12 @@ export const schema = {
     format: 'peer-list',
     default: [] as Array<{ name: string; endpoint: string; cidrs: string[] }>,
     env: 'QMESH_PEERS',
+  },
+  policy: {
+    doc: 'Who may reach what: { "default": "allow" | "deny", "rules": [{ "action", "from"?, "sourceCidrs"?, "destinationCidrs"?, "ports"?, "name"? }] }; first matching rule wins. Evaluated by the receiving host and by the sending host (README "Policy").',
+    format: 'policy',
+    default: { default: 'allow', rules: [] } as { default: string; rules: unknown[] },
+    env: 'QMESH_POLICY',
   },
   log: {
     level: {

@@ -1,11 +1,13 @@
 // The receiving end of a tunnel stream: reads the stream header, refuses a
-// destination outside local.cidrs (never an open relay) or a claimed source
-// outside the sending peer's cidrs, connects to the destination with the
-// daemon's SO_MARK and starts piping (tunnel/stream-pipe.ts).
+// destination outside local.cidrs (never an open relay), a claimed source
+// outside the sending peer's cidrs or a flow the policy denies (policy/policy.ts),
+// connects to the destination with the daemon's SO_MARK and starts piping
+// (tunnel/stream-pipe.ts).
 import net from 'node:net';
 import type { PeerConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { SocketOptions } from '../capture/socket-options.js';
+import { evaluatePolicy, type Policy } from '../policy/policy.js';
 import type { RouteTable } from '../policy/route.js';
 import { AppError } from '../tunnel/quiche.js';
 import { decodeStreamHeader, MAX_STREAM_HEADER_BYTES, type StreamHeader } from '../tunnel/stream-header.js';
@@ -14,7 +16,8 @@ import type { TunnelConnection } from '../tunnel/tunnel-connection.js';
 
 export interface InboundCounters {
   accepted: number;
-  denied: number;
+  denied: number; // bad header, destination not local, source not the peer's
+  deniedByPolicy: number; // the policy's first matching rule (or its default) said deny
   connectFailed: number;
   active: number;
 }
@@ -22,13 +25,14 @@ export interface InboundCounters {
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export class InboundDelivery {
-  readonly counters: InboundCounters = { accepted: 0, denied: 0, connectFailed: 0, active: 0 };
+  readonly counters: InboundCounters = { accepted: 0, denied: 0, deniedByPolicy: 0, connectFailed: 0, active: 0 };
   private markWarned = false;
   private accepting = true;
   private readonly log: Logger;
 
   constructor(
     private readonly routes: () => RouteTable,
+    private readonly policy: () => Policy,
     private readonly sockets: SocketOptions,
     private readonly mark: number,
     log: Logger,
@@ -90,6 +94,14 @@ export class InboundDelivery {
       this.counters.denied++;
       this.log.warn({ ...fields, reason: `source outside ${peer.name}'s cidrs` }, 'inbound stream refused');
       pipe.abort('source not owned by peer', AppError.DENIED);
+      return;
+    }
+    // The peer's name is its verified certificate identity; the source is one it owns (checked above).
+    const decision = evaluatePolicy(this.policy(), { fromPeer: peer.name, source: h.source.ip, destination: dst.ip, port: dst.port });
+    if (decision.action === 'deny') {
+      this.counters.deniedByPolicy++;
+      this.log.warn({ ...fields, reason: 'denied by policy', rule: decision.rule }, 'inbound stream refused');
+      pipe.abort(`denied by policy (${decision.rule})`, AppError.DENIED);
       return;
     }
     const socket = this.connect(dst.ip.text, dst.port, dst.ip.family);

@@ -1,5 +1,6 @@
 // Loads the N-API addon built from daemon/native/sockopt.c by node-gyp at `npm ci`
-// (build/Release/qmesh_sockopt.node). capture/ and tunnel/ reach the kernel through it.
+// (build/Release/qmesh_sockopt.node). capture/ and tunnel/ reach the kernel through it;
+// cli/run.ts tells systemd it is ready through it (admin/systemd-notify.ts).
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +11,8 @@ export interface Addon {
   closeFd(fd: number): void;
   /** Bytes sent, or -errno. */
   sendSegments(fd: number, buf: Buffer, offset: number, length: number, segment: number, host: string | null, port: number): number;
+  /** One datagram to systemd's notify socket (a path, or '@name' in the abstract namespace); bytes sent. */
+  sdNotify(path: string, message: string): number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

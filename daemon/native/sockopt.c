@@ -10,6 +10,9 @@
  *                            of `segment` bytes (UDP GSO): one syscall and one pass through
  *                            the stack for up to 64 QUIC packets. Returns bytes sent, or
  *                            -errno (the caller falls back to dgram's send).
+ *   sdNotify(path, message)  one datagram to systemd's NOTIFY_SOCKET (sd_notify(3)): an
+ *                            AF_UNIX datagram socket, which Node cannot open. A path
+ *                            starting with '@' is in the abstract namespace.
  * Errors are thrown as Error objects whose `code` is the errno name.
  */
 #include <node_api.h>
@@ -21,6 +24,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <netinet/udp.h>
+#include <stddef.h>
+#include <sys/un.h>
 #include <linux/netfilter_ipv4.h>
 
 #ifndef UDP_SEGMENT
@@ -36,7 +41,8 @@ static napi_value throw_errno(napi_env env, const char *syscall, int err) {
   snprintf(msg, sizeof msg, "%s failed: %s", syscall, strerror(err));
   const char *code = err == ENOENT ? "ENOENT" : err == EPERM ? "EPERM" : err == EBADF ? "EBADF"
                    : err == ENOTSOCK ? "ENOTSOCK" : err == EINVAL ? "EINVAL" : err == ENOPROTOOPT ? "ENOPROTOOPT"
-                   : err == EAFNOSUPPORT ? "EAFNOSUPPORT" : err == EMFILE ? "EMFILE" : "EIO";
+                   : err == EAFNOSUPPORT ? "EAFNOSUPPORT" : err == EMFILE ? "EMFILE" : err == ECONNREFUSED ? "ECONNREFUSED"
+                   : err == EACCES ? "EACCES" : err == ENAMETOOLONG ? "ENAMETOOLONG" : err == EAGAIN ? "EAGAIN" : "EIO";
   napi_throw_error(env, code, msg);
   return NULL;
 }
@@ -182,14 +188,44 @@ static napi_value send_segments(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value sd_notify(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  struct sockaddr_un sa;
+  char message[4096];
+  size_t path_len, message_len;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_string_utf8(env, argv[0], sa.sun_path, sizeof sa.sun_path, &path_len) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], message, sizeof message, &message_len) != napi_ok || path_len == 0) {
+    napi_throw_type_error(env, "EINVAL", "sdNotify(path: string, message: string)");
+    return NULL;
+  }
+  /* napi truncates to the buffer: a path that filled it may have been cut, so refuse it. */
+  if (path_len >= sizeof sa.sun_path - 1) return throw_errno(env, "sdNotify", ENAMETOOLONG);
+  if (sa.sun_path[0] == '@') sa.sun_path[0] = '\0'; /* abstract namespace: no trailing NUL counted */
+  socklen_t sa_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path_len + (sa.sun_path[0] == '\0' ? 0 : 1));
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket(AF_UNIX)", errno);
+  ssize_t n = sendto(fd, message, message_len, MSG_NOSIGNAL, (struct sockaddr *)&sa, sa_len);
+  int err = errno;
+  close(fd);
+  if (n < 0) return throw_errno(env, "sendto(NOTIFY_SOCKET)", err);
+  napi_value out;
+  napi_create_int32(env, (int32_t)n, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL},
     {"markedSocket", NULL, marked_socket, NULL, NULL, NULL, napi_default, NULL},
     {"closeFd", NULL, closefd, NULL, NULL, NULL, napi_default, NULL},
     {"sendSegments", NULL, send_segments, NULL, NULL, NULL, napi_default, NULL},
+    {"sdNotify", NULL, sd_notify, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 4, props);
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }
 

@@ -20,7 +20,7 @@ export const CID_BYTES = quiche.MAX_CONN_ID_LEN;
 export const AppError = {
   TCP_RESET: 0x1, // the TCP connection on the other side was reset
   CONNECT_FAILED: 0x2, // the inbound side could not connect to the destination
-  DENIED: 0x3, // destination or claimed source not allowed
+  DENIED: 0x3, // destination, claimed source or policy does not allow it
   BAD_HEADER: 0x4, // the stream header did not parse
   SHUTDOWN: 0x5, // the daemon is stopping or the tunnel was replaced
   IDENTITY: 0x6, // connection close: the peer's certificate identity was refused

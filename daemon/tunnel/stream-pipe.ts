@@ -30,6 +30,11 @@ const EMPTY = Buffer.alloc(0);
  * within HOLD_LAST_BYTE_MS it is sent on its own.
  */
 const HOLD_LAST_BYTE_MS = 200;
+/**
+ * The FIN is also at risk whenever the congestion window delays it; so while the tunnel is
+ * congested the last byte is held too, briefly (most such streams are in mid-transfer).
+ */
+const HOLD_WHILE_CONGESTED_MS = 20;
 
 export interface PipeSummary {
   bytesToPeer: number;
@@ -119,10 +124,10 @@ export class StreamPipe {
       chunk = Buffer.concat([this.held, chunk]);
       this.held = null;
     }
-    if (this.finReceived) {
+    if (this.finReceived || this.tunnel.congested) {
       this.held = chunk.subarray(chunk.length - 1);
       chunk = chunk.subarray(0, chunk.length - 1);
-      this.holdTimer ??= setTimeout(() => this.releaseHeld(), HOLD_LAST_BYTE_MS);
+      this.holdTimer ??= setTimeout(() => this.releaseHeld(), this.finReceived ? HOLD_LAST_BYTE_MS : HOLD_WHILE_CONGESTED_MS);
     }
     if (chunk.length > 0) this.sendOrQueue(chunk, false);
     this.tunnel.scheduleFlush();

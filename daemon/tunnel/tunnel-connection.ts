@@ -209,6 +209,11 @@ export class TunnelConnection {
     this.shutdownStream(id, AppError.SHUTDOWN);
   }
 
+  /** The last flush ended on a full-size packet: probably limited by the congestion window. */
+  get congested(): boolean {
+    return this.sendingBulk;
+  }
+
   /** Registers a pipe; StreamPipe.finishPipe removes it. */
   addStream(pipe: StreamPipe): void {
     this.streams.set(pipe.id, pipe);

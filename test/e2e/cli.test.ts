@@ -42,6 +42,7 @@ const VERBS: Record<string, string[]> = {
   'pki init': ['--dir', '--trust-domain', '--lifetime-days', '--force'],
   'pki issue': ['--dir', '--name', '--lifetime'],
   demo: ['--requests', '--keep'],
+  status: ['--config', '--json'],
 };
 
 let dir: string;

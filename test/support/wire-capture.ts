@@ -30,7 +30,7 @@ export interface WireSummary {
 }
 
 const QUIC_LINE = /^\S+ IP (\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+): UDP, length (\d+)$/;
-const HOUSEKEEPING = /^\S+ (ARP, |IP6 \S+ > \S+: ICMP6, (neighbor|router|multicast listener))/;
+const HOUSEKEEPING = /^\S+ (ARP, |IP6 \S+ > \S+: (HBH )?ICMP6, (neighbor|router|multicast listener))/;
 
 export class WireCapture {
   /** tcpdump's own end-of-run counters ("N packets dropped by kernel"). */

@@ -1,0 +1,73 @@
+// Turns the /status document (status.ts) into the table `qmesh status` prints:
+// one line per peer with both tunnels' health and the traffic both ways, under
+// a header with the node, readiness, uptime and the capture/inbound counters.
+
+/** The fields of /status the table reads (status.ts writes them). */
+export interface StatusDocument {
+  node: string;
+  ready: boolean;
+  uptimeSeconds: number;
+  certificateNotAfter: string | null;
+  peers: Array<{
+    name: string;
+    endpoint: string;
+    outbound: { state: string; rttMs: number | null; streamsActive: number; streamsTotal: number; bytesSent: number; bytesReceived: number; lastError: string | null; reconnects: number };
+    inbound: { state: string; streamsActive: number; streamsTotal: number; bytesSent: number; bytesReceived: number };
+  }>;
+  capture: { accepted: number; refused: number; deniedByPolicy?: number; active: number } | null;
+  inbound: { accepted: number; denied: number; deniedByPolicy?: number; connectFailed: number; active: number } | null;
+}
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+
+export function formatBytes(n: number): string {
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${UNITS[u]}`;
+}
+
+export function formatDuration(seconds: number): string {
+  const d = Math.floor(seconds / 86400);
+  const h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return d > 0 ? `${d}d${h}h` : h > 0 ? `${h}h${m}m` : m > 0 ? `${m}m${s}s` : `${s}s`;
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd());
+}
+
+export function renderStatus(s: StatusDocument): string {
+  const lines = [`node ${s.node}: ${s.ready ? 'ready' : 'NOT READY'}, up ${formatDuration(s.uptimeSeconds)}${s.certificateNotAfter ? `, certificate valid until ${s.certificateNotAfter}` : ''}`];
+  const byPolicy = (n: number | undefined): string => (n === undefined ? '' : `, ${n} denied by policy`);
+  if (s.capture) lines.push(`capture: ${s.capture.accepted} accepted, ${s.capture.refused} refused${byPolicy(s.capture.deniedByPolicy)}, ${s.capture.active} open`);
+  if (s.inbound) lines.push(`inbound: ${s.inbound.accepted} delivered, ${s.inbound.denied} denied${byPolicy(s.inbound.deniedByPolicy)}, ${s.inbound.connectFailed} connect failed, ${s.inbound.active} open`);
+  lines.push('');
+  if (s.peers.length === 0) return [...lines, '(no peers configured)'].join('\n') + '\n';
+  const rows = [['PEER', 'ENDPOINT', 'OUTBOUND', 'RTT', 'STREAMS', 'BYTES IN', 'BYTES OUT', 'INBOUND']];
+  for (const p of s.peers) {
+    const o = p.outbound;
+    const i = p.inbound;
+    rows.push([
+      p.name,
+      p.endpoint,
+      o.state,
+      o.rttMs === null ? '-' : `${Number(o.rttMs.toFixed(2))} ms`,
+      `${o.streamsActive + i.streamsActive}/${o.streamsTotal + i.streamsTotal}`,
+      formatBytes(o.bytesReceived + i.bytesReceived),
+      formatBytes(o.bytesSent + i.bytesSent),
+      i.state,
+    ]);
+  }
+  lines.push(...table(rows));
+  const errors = s.peers.filter((p) => p.outbound.state !== 'up' && p.outbound.lastError);
+  if (errors.length > 0) lines.push('', ...errors.map((p) => `${p.name}: last error: ${p.outbound.lastError} (${p.outbound.reconnects} re-dials)`));
+  lines.push('', 'STREAMS: open/total, both tunnels; BYTES: stream payload to (out) and from (in) the peer.');
+  return lines.join('\n') + '\n';
+}
