@@ -106,7 +106,13 @@ export class PeerTunnel {
     this.state = 'connecting';
     this.lastDialAt = Date.now();
     const { endpoint } = this.peer;
-    const socket = dgram.createSocket({ type: endpoint.family === 6 ? 'udp6' : 'udp4', lookup: literalLookup });
+    const socket = dgram.createSocket({
+      type: endpoint.family === 6 ? 'udp6' : 'udp4',
+      lookup: literalLookup,
+      // Bursts from a peer must not overflow the default ~200 KiB (capped by net.core.rmem_max).
+      recvBufferSize: 4 << 20,
+      sendBufferSize: 4 << 20,
+    });
     this.socket = socket;
     socket.on('error', (err: NodeJS.ErrnoException) => this.lost(`udp ${err.code ?? err.message}`));
     socket.bind({ address: this.opts.localHost, port: 0 }, () => {

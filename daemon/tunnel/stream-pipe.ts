@@ -35,6 +35,13 @@ const HOLD_LAST_BYTE_MS = 200;
  * congested the last byte is held too, briefly (most such streams are in mid-transfer).
  */
 const HOLD_WHILE_CONGESTED_MS = 20;
+/**
+ * The remaining case: a FIN written after our last data has left but maybe before the
+ * peer acknowledged it. The FIN then waits until that data has surely been acknowledged
+ * (peers ACK within 5 ms here; the margin covers a loaded machine): with no ACK for this
+ * stream still to come, quiche cannot discard it before the FIN leaves.
+ */
+const FIN_AFTER_DATA_MS = 50;
 
 export interface PipeSummary {
   bytesToPeer: number;
@@ -52,6 +59,9 @@ export class StreamPipe {
   private readPaused = false; // socket.write said "full": stop streamRecv until drain
   private held: Buffer | null = null; // see HOLD_LAST_BYTE_MS
   private holdTimer: NodeJS.Timeout | null = null;
+  private lastDataAt = 0; // when data last went into quiche...
+  private lastDataFlush = -1; // ...and the connection's flush count at that moment
+  private finTimer: NodeJS.Timeout | null = null;
   private done = false;
   private socketClosed = false;
   private bytesToPeer = 0;
@@ -182,6 +192,10 @@ export class StreamPipe {
   private streamSend(buf: Buffer, fin: boolean): number {
     try {
       const n = this.tunnel.quic.streamSend(this.id, buf, fin);
+      if (n !== null && n > 0) {
+        this.lastDataAt = Date.now();
+        this.lastDataFlush = this.tunnel.flushes;
+      }
       return n ?? 0;
     } catch (err) {
       const [kind] = quicheErrorKind(err);
@@ -202,8 +216,23 @@ export class StreamPipe {
       this.tunnel.scheduleFlush();
       return;
     }
+    // Data written this turn has not left yet: the FIN will leave in the same frame. And
+    // until the peer has finished, quiche cannot discard the stream, so no need to wait.
+    const sinceData = Date.now() - this.lastDataAt;
+    if (this.finReceived && this.lastDataFlush !== this.tunnel.flushes && sinceData < FIN_AFTER_DATA_MS) {
+      this.finTimer ??= setTimeout(() => {
+        this.finTimer = null;
+        this.writeEmptyFin();
+      }, FIN_AFTER_DATA_MS - sinceData);
+      return;
+    }
+    this.writeEmptyFin();
+  }
+
+  private writeEmptyFin(): void {
+    if (this.finSent || this.done) return;
     if (this.streamSend(EMPTY, true) < 0) return;
-    this.tunnel.queueFin(); // zero-length: flushed before the connection reads any ACK (quiche#2525)
+    this.tunnel.queueFin(this.id); // zero-length: flushed before any ACK is read, re-sent if lost (quiche#2525)
     this.finWritten();
   }
 
@@ -305,6 +334,7 @@ export class StreamPipe {
     if (this.done) return;
     this.done = true;
     if (this.holdTimer) clearTimeout(this.holdTimer);
+    if (this.finTimer) clearTimeout(this.finTimer);
     if (this.tunnel.streams.get(this.id) === this) {
       this.tunnel.streams.delete(this.id);
       this.tunnel.traffic.streamsActive--;

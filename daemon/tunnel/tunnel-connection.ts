@@ -54,6 +54,10 @@ const ACK_DELAY_MS = 5;
  * and per-packet work is what limits this daemon.
  */
 const ACK_EVERY_PACKETS = 4;
+/** Zero-length FINs are re-sent after 40, 80, ... up to 2560 ms while their stream lives. */
+const FIN_RESEND_FIRST_MS = 40;
+const FIN_RESEND_LAST_MS = 2560;
+const EMPTY_FIN = Buffer.alloc(0);
 
 /**
  * Work done once per event-loop turn, after every datagram of the turn went into quiche:
@@ -209,10 +213,17 @@ export class TunnelConnection {
     this.shutdownStream(id, AppError.SHUTDOWN);
   }
 
-  /** The last flush ended on a full-size packet: probably limited by the congestion window. */
+  /** Counts flushes: a pipe compares it to know whether its last write has left yet. */
+  flushes = 0;
+
+  /**
+   * Probably limited by the congestion window: the last flush ended on a full-size packet,
+   * or sent a burst, or streams are waiting for capacity.
+   */
   get congested(): boolean {
-    return this.sendingBulk;
+    return this.sendingBulk || this.lastFlushPackets >= 4 || this.blocked.size > 0;
   }
+  private lastFlushPackets = 0;
 
   /** Registers a pipe; StreamPipe.finishPipe removes it. */
   addStream(pipe: StreamPipe): void {
@@ -257,10 +268,30 @@ export class TunnelConnection {
     }, ACK_DELAY_MS);
   }
 
-  /** A zero-length FIN was written: flush at the end of this turn, and before any recv. */
-  queueFin(): void {
+  /**
+   * A zero-length FIN was written: flush at the end of this turn, and before any recv. quiche
+   * 0.18 never retransmits a lost zero-length FIN once the stream's data is acknowledged, so
+   * it is written again (a duplicate is harmless) until quiche has discarded the stream.
+   */
+  queueFin(streamId: number): void {
     this.finQueued = true;
     this.scheduleFlush();
+    let delay = FIN_RESEND_FIRST_MS;
+    const resend = (): void => {
+      if (this.closed) return;
+      let again: number | null;
+      try {
+        again = this.quic.streamSend(streamId, EMPTY_FIN, true);
+      } catch {
+        return; // the stream is gone
+      }
+      if (again === null) return; // Done: quiche collected the stream, so the FIN was acknowledged
+      this.finQueued = true;
+      this.scheduleFlush();
+      delay *= 2;
+      if (delay <= FIN_RESEND_LAST_MS) setTimeout(resend, delay).unref();
+    };
+    setTimeout(resend, delay).unref();
   }
 
   /** Data (or a stream event) is queued: send it at the end of this event-loop turn. */
@@ -273,12 +304,14 @@ export class TunnelConnection {
   /** Sends every packet quiche has ready, then re-arms the timer. */
   flush(): void {
     if (this.closed) return;
+    this.flushes++;
     if (this.ackTimer) {
       clearTimeout(this.ackTimer);
       this.ackTimer = null;
     }
     this.packetsSinceFlush = 0;
     this.finQueued = false;
+    const sentBefore = this.traffic.datagramsSent;
     // Packets are written back to back into the slab; a run of equal-sized ones (the last
     // may be shorter) goes out in one transmit call, which GSO turns into one syscall.
     let runStart = this.slabOffset;
@@ -318,6 +351,7 @@ export class TunnelConnection {
     }
     endRun();
     this.sendingBulk = last >= this.maxDatagramBytes - 64;
+    this.lastFlushPackets = this.traffic.datagramsSent - sentBefore;
     if (this.quic.isClosed()) {
       this.finish();
       return;
