@@ -7,6 +7,7 @@ import { AdminServer } from './admin/admin-server.js';
 import { CaptureListener } from './capture/capture-listener.js';
 import { linuxSocketOptions, type SocketOptions } from './capture/socket-options.js';
 import type { Config } from './config/load.js';
+import { restartOnlyChanges } from './config/reload-check.js';
 import { loadCredentials, type Credentials } from './identity/credentials.js';
 import { InboundDelivery } from './inbound/delivery.js';
 import { RuleManager } from './iptables/manager.js';
@@ -37,12 +38,67 @@ export class Daemon {
   private clientConfig!: QuicheConfig;
   private serverConfig!: QuicheConfig;
 
+  private currentConfig: Config;
+
   constructor(
-    readonly config: Config,
+    config: Config,
     readonly log: Logger,
     private readonly deps: DaemonDeps = {},
   ) {
+    this.currentConfig = config;
     this.routes = new RouteTable(config);
+  }
+
+  /** The config in force; a reload swaps it (with the routes and credentials) in one step. */
+  get config(): Config {
+    return this.currentConfig;
+  }
+
+  /**
+   * Live reload (SIGHUP): validates `next` exactly as check-config does, then swaps config,
+   * routes, policy and certificates atomically; peers are added, removed or re-dialled.
+   * Anything invalid, or a key only a restart can change, leaves the running config as it is.
+   * New connections get the new policy at once; open ones carry on.
+   */
+  async reload(next: Config): Promise<{ ok: true } | { ok: false; reason: string }> {
+    const log = this.log.child({ component: 'reload' });
+    const refuse = (reason: string): { ok: false; reason: string } => {
+      log.error({ file: next.file, reason }, 'reload rejected; the running configuration stays');
+      return { ok: false, reason };
+    };
+    const restartOnly = restartOnlyChanges(this.config, next);
+    if (restartOnly.length > 0) return refuse(`only a restart can change: ${restartOnly.join(', ')}`);
+    let credentials: Credentials;
+    let rules: RuleManager | null = null;
+    try {
+      credentials = loadCredentials(next);
+      if (next.capture.applyRules && this.deps.rules !== null) rules = new RuleManager(next);
+    } catch (err) {
+      return refuse((err as Error).message);
+    }
+    if (rules) {
+      try {
+        await rules.apply();
+      } catch (err) {
+        return refuse(`iptables: ${(err as Error).message}`);
+      }
+    }
+    // One synchronous swap: no connection ever sees half of the new state.
+    const previousPeers = this.config.peers.map((p) => p.name);
+    this.currentConfig = next;
+    this.routes = new RouteTable(next);
+    this.credentials = credentials;
+    this.clientConfig = makeQuicheConfig(credentials, next.tunnel);
+    this.serverConfig = makeQuicheConfig(credentials, next.tunnel);
+    this.log.level = next.log.level;
+    this.pool.sync(next.peers);
+    const kept = new Set(next.peers.map((p) => p.name));
+    for (const name of previousPeers) if (!kept.has(name)) this.listener.dropPeer(name, 'peer removed from config');
+    log.info(
+      { peers: next.peers.map((p) => p.name), notAfter: credentials.notAfter.toISOString(), policyRules: next.policy.rules.length },
+      'configuration reloaded',
+    );
+    return { ok: true };
   }
 
   async start(): Promise<void> {

@@ -23,6 +23,11 @@ export class SystemdNotifier {
     this.send(`READY=1\nSTATUS=${status}`);
   }
 
+  /** Around a live reload (systemd's Type=notify reload protocol). */
+  reloading(status: string): void {
+    this.send(`RELOADING=1\nSTATUS=${status}`);
+  }
+
   stopping(status: string): void {
     this.send(`STOPPING=1\nSTATUS=${status}`);
   }

@@ -1,5 +1,6 @@
 // `qmesh run`: loads the config, starts the Daemon and maps signals: SIGTERM
-// and SIGINT drain and exit 0; SIGHUP is logged (live reload is not built yet).
+// and SIGINT drain and exit 0; SIGHUP re-reads the config file and its
+// certificates and reloads them (Daemon.reload; a bad file is refused and logged).
 // Under systemd (NOTIFY_SOCKET set) it reports READY=1 once started and
 // STOPPING=1 when a stop begins (admin/systemd-notify.ts).
 // An unexpected exception is a bug: it is logged and the process exits 1 so
@@ -37,7 +38,33 @@ export async function runCommand(file: string): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => log.warn('SIGHUP received: live reload is not implemented yet; restart the daemon to apply a new config'));
+  // Reloads run one at a time; a SIGHUP during one runs another afterwards (the file may have changed again).
+  let reloading: Promise<void> | null = null;
+  let reloadAgain = false;
+  const reload = (): void => {
+    if (stopping || !daemon.ready) return;
+    if (reloading) {
+      reloadAgain = true;
+      return;
+    }
+    log.info({ file: config.file }, 'SIGHUP: reloading configuration');
+    systemd.reloading('reloading configuration');
+    reloading = (async () => {
+      try {
+        await daemon.reload(loadConfig(file, process.env));
+      } catch (err) {
+        log.error({ file: config.file, reason: (err as Error).message }, 'reload rejected; the running configuration stays');
+      }
+    })().finally(() => {
+      reloading = null;
+      if (!stopping) systemd.ready(`ready: ${daemon.config.peers.length} peer(s)`);
+      if (reloadAgain) {
+        reloadAgain = false;
+        reload();
+      }
+    });
+  };
+  process.on('SIGHUP', reload);
   try {
     await daemon.start();
     if (!stopping) systemd.ready(`ready: ${config.peers.length} peer(s)`);

@@ -199,6 +199,11 @@ export class QuicListener {
     this.socket?.send(out, to.port, to.host);
   }
 
+  /** Closes the connection a peer dialled to us (the peer was removed from the config). */
+  dropPeer(name: string, reason: string): void {
+    this.fromPeer.get(name)?.close(0x5, reason);
+  }
+
   connections(): TunnelConnection[] {
     return [...new Set(this.byCid.values())];
   }
