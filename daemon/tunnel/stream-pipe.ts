@@ -231,6 +231,12 @@ export class StreamPipe {
 
   private writeEmptyFin(): void {
     if (this.finSent || this.done) return;
+    // Most urgent: a FIN waiting behind other streams' data is the one quiche can lose.
+    try {
+      this.tunnel.quic.streamPriority(this.id, 0, false);
+    } catch {
+      // stream already gone: the send below reports it
+    }
     if (this.streamSend(EMPTY, true) < 0) return;
     this.tunnel.queueFin(this.id); // zero-length: flushed before any ACK is read, re-sent if lost (quiche#2525)
     this.finWritten();

@@ -96,7 +96,13 @@ export class TunnelConnection {
   peerName: string | null = null;
   readonly createdAt = Date.now();
   private nextStreamId: number;
-  private highestPeerStream = -1;
+  /**
+   * Peer-initiated streams seen so far: every id below nextPeerStream, plus the ids above it
+   * in seenAbove. quiche lists readable streams in no particular order, so stream 8 may show
+   * up before stream 4; both are new, while a seen id that is no longer tracked is finished.
+   */
+  private nextPeerStream: number;
+  private readonly seenAbove = new Set<number>();
   private slab = Buffer.allocUnsafe(SLAB_BYTES);
   private slabOffset = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -121,6 +127,7 @@ export class TunnelConnection {
     readonly traffic: TrafficCounters = newTrafficCounters(),
   ) {
     this.nextStreamId = role === 'client' ? 0 : 1;
+    this.nextPeerStream = role === 'client' ? 1 : 0;
     this.keepAlive = setInterval(() => {
       if (this.closed || !this.quic.isEstablished()) return;
       this.quic.sendAckEliciting();
@@ -186,6 +193,14 @@ export class TunnelConnection {
     this.hooks.onConfirmed?.(this);
   }
 
+  /** True the first time a peer-initiated stream id is seen. */
+  private firstSight(id: number): boolean {
+    if (id < this.nextPeerStream || this.seenAbove.has(id)) return false;
+    this.seenAbove.add(id);
+    while (this.seenAbove.delete(this.nextPeerStream)) this.nextPeerStream += 4;
+    return true;
+  }
+
   /** Hands readable streams to their pipes and retries pipes waiting for capacity. */
   drainStreams(): void {
     if (this.closed) return;
@@ -200,8 +215,7 @@ export class TunnelConnection {
       return;
     }
     const peerInitiated = (id & 1) === (this.role === 'client' ? 1 : 0);
-    if (peerInitiated && id > this.highestPeerStream && this.hooks.onNewStream) {
-      this.highestPeerStream = id;
+    if (peerInitiated && this.firstSight(id) && this.hooks.onNewStream) {
       const created = this.hooks.onNewStream(this, id);
       if (created) {
         this.addStream(created);
