@@ -27,7 +27,12 @@ afterAll(async () => {
 const outbound = async (): Promise<any> => (await mesh.status(h1)).peers.find((p: any) => p.name === h2.name).outbound;
 
 describe('concurrent connections', () => {
-  it(`${CONNECTIONS} concurrent connections each get exactly their own bytes back`, async () => {
+  // retry: 1 — KNOWN BUG, not a flake to ignore: under many concurrent streams quiche 0.18
+  // (bundled in @matrixai/quic) can still discard a stream before its zero-length FIN leaves
+  // (cloudflare/quiche#2525); about 1 connection in 2,000 then waits for EOF forever. The
+  // daemon's mitigations (stream-pipe.ts: hold-back, re-send, priority) made it rare, not
+  // impossible. The retry keeps CI meaningful until it is fixed; remove it with the fix.
+  it(`${CONNECTIONS} concurrent connections each get exactly their own bytes back`, { timeout: 60_000, retry: 1 }, async () => {
     const before = await outbound();
     const targets = h2.functions.map((f) => ({ ip: f.ip, port: ECHO_PORT }));
     const perClient = CONNECTIONS / h1.functions.length;
@@ -54,10 +59,5 @@ describe('concurrent connections', () => {
       expect(lines).toHaveLength(CONNECTIONS);
       expect(lines.filter((e) => e.outcome !== 'closed')).toEqual([]);
     }
-  }, { timeout: 60_000, retry: 1 });
-  // retry: 1 — KNOWN BUG, not a flake to ignore: under many concurrent streams quiche 0.18
-  // (bundled in @matrixai/quic) can still discard a stream before its zero-length FIN leaves
-  // (cloudflare/quiche#2525); about 1 connection in 2,000 then waits for EOF forever. The
-  // daemon's mitigations (stream-pipe.ts: hold-back, re-send, priority) made it rare, not
-  // impossible. The retry keeps CI meaningful until it is fixed; remove it with the fix.
+  });
 });
