@@ -34,6 +34,8 @@ describe('concurrent connections', () => {
   // impossible. The retry keeps CI meaningful until it is fixed; remove it with the fix.
   it(`${CONNECTIONS} concurrent connections each get exactly their own bytes back`, { timeout: 60_000, retry: 1 }, async () => {
     const before = await outbound();
+    // Log lines from this attempt only (a retry re-runs this body on the same daemons).
+    const mark = { h1: daemonOf(mesh, h1).log.length, h2: daemonOf(mesh, h2).log.length };
     const targets = h2.functions.map((f) => ({ ip: f.ip, port: ECHO_PORT }));
     const perClient = CONNECTIONS / h1.functions.length;
     const results = await Promise.all(
@@ -51,7 +53,10 @@ describe('concurrent connections', () => {
     }, 10_000, 'streams drained');
     expect(after.streamsTotal - before.streamsTotal).toBe(CONNECTIONS);
     // One summary line per connection on each side, each a clean close.
-    const closes = (host: HostInfo, direction: string) => logOf(daemonOf(mesh, host)).filter((e) => e.msg === 'connection closed' && e.direction === direction);
+    const closes = (host: HostInfo, direction: string) =>
+      logOf(daemonOf(mesh, host))
+        .slice(host === h1 ? mark.h1 : mark.h2)
+        .filter((e) => e.msg === 'connection closed' && e.direction === direction);
     // Log lines are batched by the daemon; wait until both sides have written theirs.
     await waitFor(() => closes(h1, 'outbound').length >= CONNECTIONS && closes(h2, 'inbound').length >= CONNECTIONS, 10_000, 'connection summaries');
     for (const [host, direction] of [[h1, 'outbound'], [h2, 'inbound']] as const) {
