@@ -16,12 +16,14 @@ export interface CaptureCounters {
   accepted: number;
   refused: number; // no original destination, local, unknown or tunnel down
   deniedByPolicy: number; // this host's policy denied it: it never left the host
+  limitHits: number; // reset because capture.maxConnections were open
   active: number;
 }
 
 export class CaptureListener {
   private server: net.Server | null = null;
-  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, active: 0 };
+  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, limitHits: 0, active: 0 };
+  private limitLoggedAt = 0;
   private readonly log: Logger;
 
   constructor(
@@ -31,6 +33,7 @@ export class CaptureListener {
     private readonly pool: TunnelPool,
     private readonly sockets: SocketOptions,
     log: Logger,
+    private readonly maxConnections: () => number = () => Infinity,
   ) {
     this.log = log.child({ component: 'capture' });
   }
@@ -58,6 +61,18 @@ export class CaptureListener {
   }
 
   private onConnection(socket: net.Socket): void {
+    // A flood is refused at once and cheaply: a reset, a counter, one log line per second.
+    if (this.counters.active >= this.maxConnections()) {
+      this.counters.limitHits++;
+      socket.on('error', () => {});
+      socket.resetAndDestroy();
+      const now = Date.now();
+      if (now - this.limitLoggedAt >= 1000) {
+        this.limitLoggedAt = now;
+        this.log.warn({ active: this.counters.active, limitHits: this.counters.limitHits }, 'capture.maxConnections reached; new connections are reset');
+      }
+      return;
+    }
     const remoteAddress = socket.remoteAddress ?? '';
     const remotePort = socket.remotePort ?? 0;
     const src = { src: `${remoteAddress}:${remotePort}` };

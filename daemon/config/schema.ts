@@ -226,6 +226,12 @@ export const schema = {
       default: 0x51e5,
       env: 'QMESH_CAPTURE_MARK',
     },
+    maxConnections: {
+      doc: 'Captured connections open at once; more are reset (and counted) until some close.',
+      format: positiveInt(1, 10_000_000),
+      default: 65_536,
+      env: 'QMESH_CAPTURE_MAX_CONNECTIONS',
+    },
     applyRules: {
       doc: '`qmesh run` installs the iptables rules itself at start (idempotent; they stay after exit so capture fails closed).',
       format: Boolean,

@@ -37,6 +37,7 @@ const METRIC_NAMES = [
   'qmesh_tunnel_datagrams_total',
   'qmesh_capture_accepted_total',
   'qmesh_capture_refused_total',
+  'qmesh_capture_limit_hits_total',
   'qmesh_capture_denied_by_policy_total',
   'qmesh_capture_connections_active',
   'qmesh_inbound_accepted_total',
