@@ -127,6 +127,8 @@ export class Daemon {
       keepAliveMs: config.tunnel.keepAliveMs,
       maxDatagramBytes: config.tunnel.maxDatagramBytes,
       maxConnections: Math.max(16, config.peers.length * 4),
+      maxHandshakes: Math.max(8, config.peers.length * 2),
+      addressValidation: config.tunnel.addressValidation as 'always' | 'under-load' | 'never',
       onStream: (conn, peer, id) => this.inbound.onStream(conn, peer, id),
       onPeerUp: (peer) => this.pool?.tunnels.get(peer.name)?.peerIsUp(),
       log,

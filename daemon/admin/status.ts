@@ -52,6 +52,6 @@ export function buildStatus(d: Daemon): unknown {
     peers,
     capture: d.capture ? { ...d.capture.counters } : null,
     inbound: d.inbound ? { ...d.inbound.counters } : null,
-    quic: d.listener ? { droppedDatagrams: d.listener.droppedDatagrams, refusedHandshakes: d.listener.refusedHandshakes } : null,
+    quic: d.listener ? { droppedDatagrams: d.listener.droppedDatagrams, refusedHandshakes: d.listener.refusedHandshakes, retriesSent: d.listener.retriesSent } : null,
   };
 }

@@ -34,6 +34,7 @@ export interface Config {
     readonly maxDatagramBytes: number;
     readonly maxStreams: number;
     readonly congestionControl: string;
+    readonly addressValidation: string;
   };
   readonly drain: { readonly graceMs: number };
   readonly capture: { readonly mark: number; readonly maxConnections: number; readonly applyRules: boolean };

@@ -204,6 +204,12 @@ export const schema = {
       default: 'cubic',
       env: 'QMESH_TUNNEL_CONGESTION_CONTROL',
     },
+    addressValidation: {
+      doc: 'Stateless Retry before the listener keeps any state for a new connection: always (costs one round trip per handshake), under-load (once 2 handshakes are in progress), never.',
+      format: ['always', 'under-load', 'never'],
+      default: 'under-load',
+      env: 'QMESH_TUNNEL_ADDRESS_VALIDATION',
+    },
     maxStreams: {
       doc: 'Concurrent tunnelled connections one peer may have open towards this host.',
       format: positiveInt(1, 1_000_000),

@@ -14,6 +14,10 @@ import { CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } fr
 import type { StreamPipe } from './stream-pipe.js';
 import { newTrafficCounters, TunnelConnection, type TrafficCounters } from './tunnel-connection.js';
 import { UdpSender } from './udp-sender.js';
+import { mintRetryToken, verifyRetryToken } from './retry-token.js';
+
+/** 'under-load' starts answering with Retry once this many handshakes are in progress. */
+const RETRY_WHEN_HANDSHAKING = 2;
 
 export interface QuicListenerOptions {
   readonly listen: { host: string; port: number; family: 4 | 6 };
@@ -25,6 +29,9 @@ export interface QuicListenerOptions {
   readonly keepAliveMs: number;
   readonly maxDatagramBytes: number;
   readonly maxConnections: number;
+  /** Handshakes in progress at once; more Initials are dropped. */
+  readonly maxHandshakes: number;
+  readonly addressValidation: 'always' | 'under-load' | 'never';
   readonly onStream: (conn: TunnelConnection, peer: PeerConfig, streamId: number) => StreamPipe | null;
   /** A peer's connection to us was verified: the peer is up (our own tunnel to it may re-dial now). */
   readonly onPeerUp?: (peer: PeerConfig) => void;
@@ -41,12 +48,17 @@ export class QuicListener {
   /** Traffic per peer on the connections it dialled to us (inbound streams). */
   readonly traffic = new Map<string, TrafficCounters>();
   droppedDatagrams = 0;
+  retriesSent = 0;
+  /** Connections created whose handshake has not finished. */
+  private handshaking = 0;
+  private readonly retryKey: Buffer;
   refusedHandshakes = 0;
   private readonly log: Logger;
   private local!: HostPort;
 
   constructor(private readonly opts: QuicListenerOptions) {
     this.log = opts.log.child({ component: 'quic-listener' });
+    this.retryKey = crypto.createHmac('sha256', opts.resetKey).update('qmesh retry token v1').digest();
   }
 
   async start(): Promise<void> {
@@ -116,20 +128,50 @@ export class QuicListener {
       this.socket?.send(out.subarray(0, n), from.port, from.host);
       return;
     }
-    if (this.byCid.size / 2 >= this.opts.maxConnections) {
+    if (this.byCid.size / 2 >= this.opts.maxConnections || this.handshaking >= this.opts.maxHandshakes) {
       this.refusedHandshakes++;
       return;
     }
-    this.accept(msg, header.dcid, peer, from);
+    // Address validation: no state for an Initial until it brings back a Retry token.
+    const mode = this.opts.addressValidation;
+    const retryNow = mode === 'always' || (mode === 'under-load' && this.handshaking >= RETRY_WHEN_HANDSHAKING);
+    if (header.token && header.token.length > 0) {
+      const odcid = verifyRetryToken(this.retryKey, from.host, from.port, header.token);
+      if (!odcid) {
+        this.droppedDatagrams++; // forged, stale or for another address
+        return;
+      }
+      this.accept(msg, header.dcid, Buffer.from(header.dcid), odcid, peer, from);
+      return;
+    }
+    if (retryNow) {
+      const scid = crypto.randomBytes(CID_BYTES);
+      const token = mintRetryToken(this.retryKey, from.host, from.port, header.dcid);
+      const out = Buffer.allocUnsafe(1350);
+      const n = quiche.retry(header.scid, header.dcid, scid, token, header.version, out);
+      this.socket?.send(out.subarray(0, n), from.port, from.host);
+      this.retriesSent++;
+      return;
+    }
+    this.accept(msg, header.dcid, crypto.randomBytes(CID_BYTES), null, peer, from);
   }
 
-  private accept(msg: Buffer, odcid: Uint8Array, peer: PeerConfig, from: HostPort): void {
-    const scid = crypto.randomBytes(CID_BYTES);
+  /**
+   * Creates the connection for an Initial. `dcid` is what the client addressed; after a Retry
+   * it is the CID we chose (so it becomes our scid) and `odcid` comes from the token.
+   */
+  private accept(msg: Buffer, dcid: Uint8Array, scid: Buffer, odcid: Buffer | null, peer: PeerConfig, from: HostPort): void {
     const config = this.opts.quicheConfig();
     config.setStatelessResetToken(this.resetToken(scid));
-    const quic = quiche.Connection.accept(scid, null, this.local, from, config);
+    const quic = quiche.Connection.accept(scid, odcid, this.local, from, config);
     const log = this.log.child({ peer: peer.name, role: 'server' });
-    const keys = [Buffer.from(odcid).toString('latin1'), scid.toString('latin1')];
+    const keys = [...new Set([Buffer.from(dcid).toString('latin1'), scid.toString('latin1')])];
+    this.handshaking++;
+    let handshakeCounted = true;
+    const handshakeOver = (): void => {
+      if (handshakeCounted) this.handshaking--;
+      handshakeCounted = false;
+    };
     const sender = new UdpSender(this.socket!, from);
     const conn = new TunnelConnection(
       quic,
@@ -138,6 +180,7 @@ export class QuicListener {
       {
         verify: (c) => this.verify(c, peer),
         onEstablished: (c) => {
+          handshakeOver();
           const previous = this.fromPeer.get(peer.name);
           this.fromPeer.set(peer.name, c);
           log.info({ from: `${from.host}:${from.port}` }, 'peer tunnel accepted');
@@ -147,6 +190,7 @@ export class QuicListener {
         },
         onNewStream: (c, id) => this.opts.onStream(c, peer, id),
         onClosed: (c, reason) => {
+          handshakeOver();
           for (const k of keys) this.byCid.delete(k);
           if (this.fromPeer.get(peer.name) === c) this.fromPeer.delete(peer.name);
           if (c.verified) log.info({ reason }, 'peer tunnel closed');
