@@ -48,7 +48,8 @@ export class PeerTunnel {
   private redialTimer: NodeJS.Timeout | null = null;
   private lastDialAt = 0;
   private waiters = new Set<Waiter>();
-  private outageLogged = false;
+  /** The reason last warned about in the current outage (null: none yet). */
+  private outageLogged: string | null = null;
   private handshakeTimer: NodeJS.Timeout | null = null;
   private readonly log: Logger;
 
@@ -185,7 +186,7 @@ export class PeerTunnel {
     this.handshakes++;
     this.lastError = null;
     this.backoffMs = this.opts.tunnel.reconnectMinMs;
-    this.outageLogged = false;
+    this.outageLogged = null;
     this.log.info({ endpoint: `${this.peer.endpoint.host}:${this.peer.endpoint.port}` }, 'tunnel up');
   }
 
@@ -202,11 +203,13 @@ export class PeerTunnel {
     this.connection = null;
     conn?.abort(reason);
     this.teardownSocket();
-    // One warning per outage; the re-dials that follow are debug.
+    // One warning per outage and per new reason; repeated re-dials for the same reason are debug.
     const refused = conn?.verified === true;
-    if (wasUp || refused || !this.outageLogged) {
-      this.log.warn({ reason }, wasUp ? 'tunnel down' : refused ? 'peer refused our tunnel' : 'cannot reach peer');
-      this.outageLogged = true;
+    const tls = /TLS alert|identity refused/.test(reason);
+    if (wasUp || refused || this.outageLogged !== reason) {
+      const msg = wasUp ? 'tunnel down' : refused ? 'peer refused our tunnel' : tls ? 'tunnel handshake refused' : 'cannot reach peer';
+      this.log.warn({ reason }, msg);
+      this.outageLogged = reason;
     } else this.log.debug({ reason }, 'dial failed');
     for (const w of this.waiters) {
       clearTimeout(w.timer);

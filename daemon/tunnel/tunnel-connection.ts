@@ -433,9 +433,9 @@ export class TunnelConnection {
   closeReason(): string {
     if (this.quic.isTimedOut()) return 'idle timeout (peer silent)';
     const peer = this.quic.peerError();
-    if (peer) return `closed by peer: code ${peer.errorCode}${peer.isApp ? ' (app)' : ''} ${Buffer.from(peer.reason).toString()}`.trim();
+    if (peer) return `closed by peer: ${describeError(peer)}`;
     const local = this.quic.localError();
-    if (local) return `closed locally: code ${local.errorCode}${local.isApp ? ' (app)' : ''} ${Buffer.from(local.reason).toString()}`.trim();
+    if (local) return `closed locally: ${describeError(local)}`;
     return 'closed';
   }
 
@@ -453,3 +453,28 @@ export class TunnelConnection {
 }
 
 export { quicheErrorKind };
+
+/** TLS alerts (RFC 8446 6.2) that a refused handshake ends with, as QUIC CRYPTO_ERROR 0x100 + alert. */
+const TLS_ALERTS: Record<number, string> = {
+  40: 'handshake_failure',
+  42: 'bad_certificate',
+  43: 'unsupported_certificate',
+  44: 'certificate_revoked',
+  45: 'certificate_expired (or not yet valid)',
+  46: 'certificate_unknown',
+  48: 'unknown_ca (signed by another CA)',
+  49: 'access_denied',
+  80: 'internal_error',
+  116: 'certificate_required',
+  120: 'no_application_protocol',
+};
+
+function describeError(e: { isApp: boolean; errorCode: number; reason: Uint8Array }): string {
+  const reason = Buffer.from(e.reason).toString();
+  let what = `code ${e.errorCode}${e.isApp ? ' (app)' : ''}`;
+  if (!e.isApp && e.errorCode >= 0x100 && e.errorCode < 0x200) {
+    const alert = e.errorCode - 0x100;
+    what += ` (TLS alert ${TLS_ALERTS[alert] ?? alert})`;
+  }
+  return reason ? `${what} ${reason}` : what;
+}

@@ -1,0 +1,185 @@
+// The ansible role (ansible/) end to end: ansible-playbook (Debian's ansible) renders three
+// hosts, each into its own root folder (local connection, qmesh_manage_service false), with
+// the underlay addresses and function CIDRs of a Mesh; the three daemons then run in the
+// Mesh's host namespaces from exactly the rendered files (config, certificates, and the
+// installed package's CLI), and every function reaches every other one. A second run
+// changes nothing. Then a fourth host joins the inventory: a re-run changes the three old
+// configs (and installs the new host), SIGHUP (what the role's reload handler sends) makes
+// the old daemons take the new peer (same processes), and all four hosts reach each other.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_PORT } from '../../daemon/demo/mesh.js';
+import { daemonOf, destroyMesh, startMesh, type HostInfo, type Mesh, type RunningDaemon } from '../support/e2e-mesh.js';
+import { FnServer, fnClient, waitFor } from '../support/fn-net.js';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const ANSIBLE_DIR = path.join(REPO, 'ansible');
+const ECHO_PORT = 7300;
+const PLAYBOOK_MS = 240_000;
+const hasAnsible = spawnSync('sh', ['-c', 'command -v ansible-playbook']).status === 0;
+if (!hasAnsible) console.warn('test/e2e/ansible.test.ts skipped: ansible-playbook is not installed (apt-get install ansible)');
+
+let mesh: Mesh;
+let work: string;
+const rootOf = (h: HostInfo): string => path.join(work, 'roots', h.name);
+const configOf = (h: HostInfo): string => path.join(rootOf(h), 'etc/qmesh/config.json');
+
+/** The inventory of `hosts`: a local connection, each host rendered into its own root folder. */
+function writeInventory(hosts: readonly HostInfo[]): string {
+  const inventory = {
+    qmesh: {
+      hosts: Object.fromEntries(
+        hosts.map((h) => [h.name, { qmesh_root: rootOf(h), qmesh_underlay_ip: h.underlayIp, qmesh_function_cidrs: [h.functionCidr] }]),
+      ),
+      vars: {
+        ansible_connection: 'local',
+        ansible_become: false,
+        ansible_python_interpreter: '/usr/bin/python3',
+        qmesh_source_dir: REPO,
+        qmesh_control_dir: path.join(work, 'control'),
+        qmesh_control_node: process.execPath,
+        qmesh_manage_service: false,
+        qmesh_manage_user: false,
+        qmesh_install_packages: false,
+        qmesh_user: 'root',
+        qmesh_group: 'root',
+      },
+    },
+  };
+  const file = path.join(work, 'inventory.yml');
+  fs.writeFileSync(file, JSON.stringify(inventory, null, 2)); // JSON is YAML
+  return file;
+}
+
+/** Runs site.yml; resolves with the PLAY RECAP counters per host (throws on failure). */
+async function playbook(hosts: readonly HostInfo[]): Promise<Record<string, { ok: number; changed: number; failed: number }>> {
+  const inventory = writeInventory(hosts);
+  const child = spawn('ansible-playbook', ['-i', inventory, 'site.yml'], {
+    cwd: ANSIBLE_DIR,
+    env: { ...process.env, ANSIBLE_NOCOLOR: '1', ANSIBLE_PIPELINING: '1', ANSIBLE_RETRY_FILES_ENABLED: '0', ANSIBLE_LOCAL_TEMP: path.join(work, 'ansible-tmp'), ANSIBLE_REMOTE_TEMP: path.join(work, 'ansible-tmp') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  if (code !== 0) throw new Error(`ansible-playbook exited ${code}:\n${out.slice(-4000)}`);
+  const recap: Record<string, { ok: number; changed: number; failed: number }> = {};
+  for (const m of out.matchAll(/^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)/gm)) {
+    recap[m[1]!] = { ok: Number(m[2]), changed: Number(m[3]), failed: Number(m[4]) };
+  }
+  return recap;
+}
+
+/** `qmesh run` in the host's namespace, from the rendered root: its installed CLI and its config. */
+async function startRendered(h: HostInfo): Promise<RunningDaemon> {
+  const cli = path.join(rootOf(h), 'usr/local/bin/qmesh');
+  const child = mesh.topo.spawn(h.ns, [process.execPath, cli, 'run', '--config', configOf(h)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log: string[] = [];
+  const collect = (b: Buffer): void => {
+    for (const line of b.toString().split('\n')) if (line) log.push(line);
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const d: RunningDaemon = { host: h, child, log, exited };
+  mesh.daemons.set(h.name, d); // mesh.destroy() stops it
+  await waitFor(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`qmesh on ${h.name} exited ${child.exitCode}: ${log.slice(-5).join('\n')}`);
+      return (await mesh.admin(h, '/healthz')).status === 200;
+    },
+    15_000,
+    `${h.name} healthy (admin ${ADMIN_PORT})`,
+  );
+  return d;
+}
+
+/** Every function reaches every other host's function through the tunnels. */
+async function allPairs(hosts: readonly HostInfo[]): Promise<void> {
+  const failures: string[] = [];
+  for (const a of hosts) {
+    for (const b of hosts) {
+      if (a === b) continue;
+      const fa = a.functions[0]!;
+      const fb = b.functions[0]!;
+      const r = await fnClient(mesh, fa.ns, 'rpc', { ip: fb.ip, port: ECHO_PORT, requestBytes: 4096, timeoutMs: 5_000 });
+      if (r.error !== null || r.replyBytes !== 4096) failures.push(`${a.name} -> ${b.name}: ${JSON.stringify(r)}`);
+    }
+  }
+  expect(failures).toEqual([]);
+}
+
+describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run idempotently, add a fourth', () => {
+  let three: HostInfo[];
+  let h4: HostInfo;
+
+  beforeAll(async () => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'qmesh-ansible-'));
+    mesh = await startMesh({ hosts: 4, functionsPerHost: 1 }, false);
+    three = mesh.hosts.slice(0, 3);
+    h4 = mesh.hosts[3]!;
+    for (const h of mesh.hosts) await FnServer.start(mesh, h.functions[0]!.ns, 'echo', { ip: h.functions[0]!.ip, port: ECHO_PORT });
+  }, 60_000);
+
+  afterAll(async () => {
+    await destroyMesh(mesh);
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  }, 60_000);
+
+  it('renders three hosts, each into its own root', async () => {
+    const recap = await playbook(three);
+    expect(Object.keys(recap).sort()).toEqual(three.map((h) => h.name));
+    for (const h of three) {
+      expect(recap[h.name]!.failed).toBe(0);
+      const cfg = JSON.parse(fs.readFileSync(configOf(h), 'utf8'));
+      expect(cfg.node.name).toBe(h.name);
+      expect(cfg.listen.quic).toBe(`${h.underlayIp}:4433`);
+      expect(cfg.local.cidrs).toEqual([h.functionCidr]);
+      expect(cfg.peers).toEqual(three.filter((p) => p !== h).map((p) => ({ name: p.name, endpoint: `${p.underlayIp}:4433`, cidrs: [p.functionCidr] })));
+      // The config names the rendered certificates, inside this host's root.
+      for (const f of [cfg.tls.ca, cfg.tls.cert, cfg.tls.key]) expect(f.startsWith(path.join(rootOf(h), 'etc/qmesh/pki/'))).toBe(true);
+      expect(fs.statSync(cfg.tls.key).mode & 0o777).toBe(0o600);
+      expect(fs.readlinkSync(path.join(rootOf(h), 'usr/local/bin/qmesh'))).toBe(path.join(rootOf(h), 'opt/qmesh/dist/daemon/cli/main.js'));
+      expect(fs.readFileSync(path.join(rootOf(h), 'etc/systemd/system/qmesh.service'), 'utf8')).toBe(fs.readFileSync(path.join(REPO, 'systemd/qmesh.service'), 'utf8'));
+    }
+    expect(fs.existsSync(configOf(h4))).toBe(false);
+  }, PLAYBOOK_MS);
+
+  it('runs the three rendered daemons in the namespaces; every function reaches every other', async () => {
+    for (const h of three) await startRendered(h);
+    await mesh.waitTunnelsUp(15_000);
+    await allPairs(three);
+  }, 90_000);
+
+  it('a second run changes nothing', async () => {
+    const recap = await playbook(three);
+    expect(Object.fromEntries(three.map((h) => [h.name, recap[h.name]?.changed]))).toEqual(Object.fromEntries(three.map((h) => [h.name, 0])));
+  }, PLAYBOOK_MS);
+
+  it('a fourth host in the inventory joins: the others take it on reload, all four reach each other', async () => {
+    const before = new Map(three.map((h) => [h.name, fs.readFileSync(configOf(h), 'utf8')]));
+    const recap = await playbook(mesh.hosts);
+    for (const h of mesh.hosts) expect(recap[h.name]!.changed).toBeGreaterThan(0);
+    for (const h of three) {
+      expect(fs.readFileSync(configOf(h), 'utf8')).not.toBe(before.get(h.name));
+      expect(JSON.parse(fs.readFileSync(configOf(h), 'utf8')).peers.map((p: any) => p.name)).toContain(h4.name);
+    }
+    // What the role's "Reload qmesh" handler does with systemd: SIGHUP, no restart.
+    const pids = three.map((h) => daemonOf(mesh, h).child.pid);
+    for (const h of three) {
+      const d = daemonOf(mesh, h);
+      const mark = d.log.length;
+      d.child.kill('SIGHUP');
+      await waitFor(() => d.log.slice(mark).some((l) => l.includes('"configuration reloaded"')), 10_000, `${h.name} reloads`);
+    }
+    await startRendered(h4);
+    await mesh.waitTunnelsUp(15_000);
+    await allPairs(mesh.hosts);
+    expect(three.map((h) => daemonOf(mesh, h).child.pid)).toEqual(pids);
+  }, PLAYBOOK_MS);
+});
