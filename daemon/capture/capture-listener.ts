@@ -134,13 +134,9 @@ export class CaptureListener {
       });
   }
 
-  connections(): number {
-    return this.counters.active;
-  }
-
-  /** Stops accepting; established connections carry on (main.ts drains them). */
+  /** Stops accepting; established connections carry on (daemon.ts drains them). */
   stop(): void {
-    this.server?.close(); // its callback waits for every connection; main.ts drains those itself
+    this.server?.close(); // its callback waits for every connection; daemon.ts drains those itself
     this.server = null;
   }
 }

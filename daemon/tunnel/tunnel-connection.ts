@@ -4,7 +4,7 @@
 // PeerTunnel (client role) and QuicListener (server role) own these; the
 // streams they carry are StreamPipes (stream-pipe.ts).
 import type { Logger } from '../log.js';
-import { AppError, quicheErrorKind, type QuicheConnection } from './quiche.js';
+import { AppError, type QuicheConnection } from './quiche.js';
 import type { StreamPipe } from './stream-pipe.js';
 import { GSO_MAX_BYTES, GSO_MAX_SEGMENTS } from './udp-sender.js';
 
@@ -452,7 +452,6 @@ export class TunnelConnection {
   }
 }
 
-export { quicheErrorKind };
 
 /** TLS alerts (RFC 8446 6.2) that a refused handshake ends with, as QUIC CRYPTO_ERROR 0x100 + alert. */
 const TLS_ALERTS: Record<number, string> = {

@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig, type Config } from '../../daemon/config/load.js';
-import { linuxSocketOptions, type SocketOptions } from '../../daemon/capture/socket-options.js';
+import type { SocketOptions } from '../../daemon/capture/socket-options.js';
 import { Daemon } from '../../daemon/daemon.js';
 import { createLogger } from '../../daemon/log.js';
 import { initCa, issueHost } from '../../daemon/pki/index.js';
