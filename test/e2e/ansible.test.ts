@@ -6,6 +6,7 @@
 // changes nothing. Then a fourth host joins the inventory: a re-run changes the three old
 // configs (and installs the new host), SIGHUP (what the role's reload handler sends) makes
 // the old daemons take the new peer (same processes), and all four hosts reach each other.
+// Last, certificates due for renewal are re-issued and the hosts reload onto them.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,6 +21,17 @@ const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const ANSIBLE_DIR = path.join(REPO, 'ansible');
 const ECHO_PORT = 7300;
 const PLAYBOOK_MS = 240_000;
+const OUTPUT = Symbol('ansible-playbook output');
+/** The hosts each handler was notified for, e.g. { 'Reload qmesh': ['host-1'] } (ansible prints one block per handler, a line per host). */
+function handlersRun(out: string): Record<string, string[]> {
+  const runs: Record<string, string[]> = {};
+  for (const block of out.split(/^RUNNING HANDLER \[qmesh : /m).slice(1)) {
+    const name = block.slice(0, block.indexOf(']'));
+    const body = block.split(/^(?:PLAY|TASK|RUNNING)/m)[0]!;
+    runs[name] = [...body.matchAll(/^(?:ok|changed|skipping): \[([^\]]+)\]/gm)].map((m) => m[1]!).sort();
+  }
+  return runs;
+}
 const hasAnsible = spawnSync('sh', ['-c', 'command -v ansible-playbook']).status === 0;
 if (!hasAnsible) console.warn('test/e2e/ansible.test.ts skipped: ansible-playbook is not installed (apt-get install ansible)');
 
@@ -55,10 +67,12 @@ function writeInventory(hosts: readonly HostInfo[]): string {
   return file;
 }
 
-/** Runs site.yml; resolves with the PLAY RECAP counters per host (throws on failure). */
-async function playbook(hosts: readonly HostInfo[]): Promise<Record<string, { ok: number; changed: number; failed: number }>> {
+type Recap = Record<string, { ok: number; changed: number; failed: number }>;
+
+/** Runs site.yml (with `extraVars` as -e JSON); resolves with the PLAY RECAP counters per host and the output (throws on failure). */
+async function playbook(hosts: readonly HostInfo[], extraVars: Record<string, unknown> = {}): Promise<Recap & { [OUTPUT]?: string }> {
   const inventory = writeInventory(hosts);
-  const child = spawn('ansible-playbook', ['-i', inventory, 'site.yml'], {
+  const child = spawn('ansible-playbook', ['-i', inventory, '-e', JSON.stringify(extraVars), 'site.yml'], {
     cwd: ANSIBLE_DIR,
     env: { ...process.env, ANSIBLE_NOCOLOR: '1', ANSIBLE_PIPELINING: '1', ANSIBLE_RETRY_FILES_ENABLED: '0', ANSIBLE_LOCAL_TEMP: path.join(work, 'ansible-tmp'), ANSIBLE_REMOTE_TEMP: path.join(work, 'ansible-tmp') },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -68,7 +82,8 @@ async function playbook(hosts: readonly HostInfo[]): Promise<Record<string, { ok
   child.stderr.on('data', (b: Buffer) => (out += b.toString()));
   const code = await new Promise<number | null>((r) => child.once('exit', r));
   if (code !== 0) throw new Error(`ansible-playbook exited ${code}:\n${out.slice(-4000)}`);
-  const recap: Record<string, { ok: number; changed: number; failed: number }> = {};
+  const recap: Recap & { [OUTPUT]?: string } = {};
+  recap[OUTPUT] = out;
   for (const m of out.matchAll(/^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)/gm)) {
     recap[m[1]!] = { ok: Number(m[2]), changed: Number(m[3]), failed: Number(m[4]) };
   }
@@ -165,6 +180,11 @@ describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run
     const before = new Map(three.map((h) => [h.name, fs.readFileSync(configOf(h), 'utf8')]));
     const recap = await playbook(mesh.hosts);
     for (const h of mesh.hosts) expect(recap[h.name]!.changed).toBeGreaterThan(0);
+    // The old hosts are told to reload, never to restart (here the handlers are skipped: no systemd).
+    // The new host gets both; on a first start the role's handlers do nothing.
+    const handlers = handlersRun(recap[OUTPUT]!);
+    expect(handlers['Reload qmesh']).toEqual(mesh.hosts.map((h) => h.name).sort());
+    expect(handlers['Restart qmesh'] ?? []).toEqual([h4.name]);
     for (const h of three) {
       expect(fs.readFileSync(configOf(h), 'utf8')).not.toBe(before.get(h.name));
       expect(JSON.parse(fs.readFileSync(configOf(h), 'utf8')).peers.map((p: any) => p.name)).toContain(h4.name);
@@ -182,4 +202,28 @@ describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run
     await allPairs(mesh.hosts);
     expect(three.map((h) => daemonOf(mesh, h).child.pid)).toEqual(pids);
   }, PLAYBOOK_MS);
+
+  it('a certificate within qmesh_cert_renew_before_seconds of its end is re-issued; the hosts reload onto it', async () => {
+    const certOf = (h: HostInfo): string => fs.readFileSync(path.join(rootOf(h), `etc/qmesh/pki/${h.name}.crt`), 'utf8');
+    const before = new Map(mesh.hosts.map((h) => [h.name, certOf(h)]));
+    // 400 days is more than the role's 365-day lifetime: every certificate is due.
+    const recap = await playbook(mesh.hosts, { qmesh_cert_renew_before_seconds: 400 * 86400 });
+    for (const h of mesh.hosts) {
+      expect(recap[h.name]!.changed).toBeGreaterThan(0);
+      expect(certOf(h)).not.toBe(before.get(h.name));
+    }
+    expect(handlersRun(recap[OUTPUT]!)).toEqual({ 'Reload qmesh': mesh.hosts.map((h) => h.name).sort() });
+    const pids = mesh.hosts.map((h) => daemonOf(mesh, h).child.pid);
+    for (const h of mesh.hosts) {
+      const d = daemonOf(mesh, h);
+      const mark = d.log.length;
+      d.child.kill('SIGHUP');
+      await waitFor(() => d.log.slice(mark).some((l) => l.includes('"configuration reloaded"')), 10_000, `${h.name} reloads`);
+    }
+    await allPairs(mesh.hosts);
+    expect(mesh.hosts.map((h) => daemonOf(mesh, h).child.pid)).toEqual(pids);
+    // With the default window (30 days) the fresh certificates are not due: nothing changes.
+    const again = await playbook(mesh.hosts);
+    expect(Object.fromEntries(mesh.hosts.map((h) => [h.name, again[h.name]?.changed]))).toEqual(Object.fromEntries(mesh.hosts.map((h) => [h.name, 0])));
+  }, PLAYBOOK_MS * 2);
 });

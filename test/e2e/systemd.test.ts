@@ -120,7 +120,8 @@ describe('systemd/qmesh.service', () => {
   it('is Type=notify for the main process, reloads with SIGHUP and waits longer than the drain on stop', () => {
     expect(directive('Type')).toEqual(['notify']);
     expect(directive('NotifyAccess')).toEqual(['main']);
-    expect(directive('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
+    // Rules first (privileged, fails the reload on a bad config), then SIGHUP to the daemon.
+    expect(directive('ExecReload')).toEqual(['+/usr/local/bin/qmesh iptables apply --config /etc/qmesh/config.json', '/bin/kill -HUP $MAINPID']);
     expect(directive('RestrictAddressFamilies')[0]).toContain('AF_UNIX'); // the notify socket
     const stop = /^(\d+)s$/.exec(directive('TimeoutStopSec')[0] ?? '');
     expect(Number(stop?.[1]) * 1000).toBeGreaterThan(DRAIN_GRACE_MS);
