@@ -239,6 +239,14 @@ export class TunnelConnection {
   }
   private lastFlushPackets = 0;
 
+  /**
+   * The congestion window may be full: the last flush ended on a full-size packet (bulk data
+   * waiting) or streams wait for capacity. A FIN written now may not leave at the next flush.
+   */
+  get windowMayBeFull(): boolean {
+    return this.sendingBulk || this.blocked.size > 0;
+  }
+
   /** Registers a pipe; StreamPipe.finishPipe removes it. */
   addStream(pipe: StreamPipe): void {
     this.streams.set(pipe.id, pipe);
