@@ -231,15 +231,6 @@ export class TunnelConnection {
   flushes = 0;
 
   /**
-   * Probably limited by the congestion window: the last flush ended on a full-size packet,
-   * or sent a burst, or streams are waiting for capacity.
-   */
-  get congested(): boolean {
-    return this.sendingBulk || this.lastFlushPackets >= 4 || this.blocked.size > 0;
-  }
-  private lastFlushPackets = 0;
-
-  /**
    * The congestion window may be full: the last flush ended on a full-size packet (bulk data
    * waiting) or streams wait for capacity. A FIN written now may not leave at the next flush.
    */
@@ -333,7 +324,6 @@ export class TunnelConnection {
     }
     this.packetsSinceFlush = 0;
     this.finQueued = false;
-    const sentBefore = this.traffic.datagramsSent;
     // Packets are written back to back into the slab; a run of equal-sized ones (the last
     // may be shorter) goes out in one transmit call, which GSO turns into one syscall.
     let runStart = this.slabOffset;
@@ -373,7 +363,6 @@ export class TunnelConnection {
     }
     endRun();
     this.sendingBulk = last >= this.maxDatagramBytes - 64;
-    this.lastFlushPackets = this.traffic.datagramsSent - sentBefore;
     if (this.quic.isClosed()) {
       this.finish();
       return;
