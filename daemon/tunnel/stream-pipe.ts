@@ -50,6 +50,10 @@ export interface PipeSummary {
   durationMs: number;
 }
 
+/** The outcome of a connection closed by capture.idleTimeoutMs (counted by capture/ and inbound/). */
+export const IDLE_TIMEOUT_OUTCOME = 'idle timeout';
+
+
 export class StreamPipe {
   private socket: net.Socket | null = null;
   private pending: Buffer[] = []; // accepted from TCP, not yet taken by quiche
@@ -86,9 +90,15 @@ export class StreamPipe {
    * With `waitForData`, the first flush waits one event-loop turn, so a request already in
    * the socket buffer leaves in the same packet as the stream header.
    */
-  attach(socket: net.Socket, firstBytes: Buffer | null, bytesForSocket: Buffer | null, waitForData = false): void {
+  attach(socket: net.Socket, firstBytes: Buffer | null, bytesForSocket: Buffer | null, waitForData = false, idleTimeoutMs = 0): void {
     this.headerHandler = null;
     this.socket = socket;
+    // capture.idleTimeoutMs: no byte either way on this socket for that long resets both ends
+    // (a reset, not a FIN, so neither application mistakes it for a complete exchange).
+    if (idleTimeoutMs > 0) {
+      socket.setTimeout(idleTimeoutMs);
+      socket.on('timeout', () => this.abort(IDLE_TIMEOUT_OUTCOME));
+    }
     if (firstBytes && firstBytes.length > 0) this.sendOrQueue(firstBytes, false);
     if (bytesForSocket && bytesForSocket.length > 0) {
       this.bytesFromPeer += bytesForSocket.length;
