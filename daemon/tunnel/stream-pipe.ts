@@ -5,6 +5,7 @@
 // the socket, a full socket stops streamRecv (quiche flow control then slows
 // the peer). Used by capture/ (outbound) and inbound/ (delivery).
 import type net from 'node:net';
+import { setAbortiveClose } from './abortive-close.js';
 import { AppError, quicheErrorKind } from './quiche.js';
 import type { TunnelConnection } from './tunnel-connection.js';
 
@@ -105,8 +106,9 @@ export class StreamPipe {
       this.tunnel.traffic.bytesReceived += bytesForSocket.length;
       if (!socket.write(bytesForSocket)) this.pauseReading();
     }
+    setAbortiveClose(socket, true);
     // The peer's FIN may have come with the header already.
-    if (this.finReceived) socket.end();
+    if (this.finReceived) this.endSocket();
     socket.on('data', (chunk: Buffer) => this.onTcpData(chunk));
     socket.on('end', () => {
       this.tcpEnded = true;
@@ -286,7 +288,7 @@ export class StreamPipe {
       }
       if (fin) {
         this.finReceived = true;
-        this.socket.end();
+        this.endSocket();
         this.maybeDone();
         break;
       }
@@ -296,6 +298,13 @@ export class StreamPipe {
       }
     }
     this.tunnel.scheduleAckFlush(); // flow-control credit for the peer can ride with the next ACK
+  }
+
+  /** The peer ended its direction: FIN to our application, with an orderly close from here on. */
+  private endSocket(): void {
+    if (!this.socket) return;
+    setAbortiveClose(this.socket, false);
+    this.socket.end();
   }
 
   private pauseReading(): void {
