@@ -5,7 +5,7 @@
 // traffic again within seconds of the restore, and never sends plaintext.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUIC_PORT } from '../../../daemon/demo/mesh.js';
-import { destroyMesh, outboundState, startMesh, type HostInfo, type Mesh } from '../../support/e2e-mesh.js';
+import { daemonOf, destroyMesh, logOf, outboundState, startMesh, type HostInfo, type Mesh } from '../../support/e2e-mesh.js';
 import { FnServer, fnClient, plaintextMarker, sleep, waitFor } from '../../support/fn-net.js';
 import { WireCapture } from '../../support/wire-capture.js';
 import { faultClient } from './fault-net.js';
@@ -92,6 +92,7 @@ describe('fault: underlay black hole', () => {
     expect(during.replyBytes).toBe(0);
     expect(during.ms).toBeLessThan(CONNECT_TIMEOUT_MS + SLACK_MS);
     expect(recoverMs).toBeLessThan(RECOVER_WITHIN_MS);
+    expect(logOf(daemonOf(mesh, h1)).some((e) => e.msg === 'tunnel down' && e.reason === 'idle timeout (peer silent)'), 'logged as an idle timeout').toBe(true);
     expect(s.tcp, 'no TCP on the underlay').toEqual([]);
     expect(wire.contains(marker), 'no plaintext on the underlay').toBe(false);
   }, 90_000);

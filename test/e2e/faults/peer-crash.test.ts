@@ -7,7 +7,7 @@
 // truncated success).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUIC_PORT } from '../../../daemon/demo/mesh.js';
-import { destroyMesh, startMesh, type HostInfo, type Mesh } from '../../support/e2e-mesh.js';
+import { daemonOf, destroyMesh, startMesh, waitLog, type HostInfo, type Mesh } from '../../support/e2e-mesh.js';
 import { FnServer, plaintextMarker, sleep, waitFor } from '../../support/fn-net.js';
 import { WireCapture } from '../../support/wire-capture.js';
 import { faultClient, WatchServer } from './fault-net.js';
@@ -71,6 +71,9 @@ describe('fault: peer daemon crashes and restarts', () => {
     const s = await wire.summarize(mesh.hosts.map((h) => h.underlayIp), QUIC_PORT);
     expect(s.tcp, 'no TCP on the underlay').toEqual([]);
     expect(wire.contains(marker), 'no plaintext on the underlay').toBe(false);
+    // What the operator of the surviving host sees (README "Faults, case by case").
+    const down = await waitLog(daemonOf(mesh, h1), (e) => e.msg === 'tunnel down' && Date.parse(e.time) >= killAt - 1000, 5_000, 'tunnel down');
+    expect(down.reason).toBeTruthy();
   }, testMs(90_000));
 
   it('case 2: while clients keep connecting, a restarted peer daemon serves again within 3 s; failures in between are clean', async () => {
