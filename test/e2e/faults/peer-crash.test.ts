@@ -8,13 +8,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUIC_PORT } from '../../../daemon/demo/mesh.js';
 import { daemonOf, destroyMesh, startMesh, waitLog, type HostInfo, type Mesh } from '../../support/e2e-mesh.js';
-import { FnServer, plaintextMarker, sleep, waitFor } from '../../support/fn-net.js';
+import { FnServer, fnClient, plaintextMarker, sleep, waitFor } from '../../support/fn-net.js';
 import { WireCapture } from '../../support/wire-capture.js';
 import { faultClient, WatchServer } from './fault-net.js';
 import { figure, PROFILE, testMs } from './profile.js';
 
 const SINK_PORT = 7101;
 const ECHO_PORT = 7102;
+const SOURCE_PORT = 7103; // replies PROFILE.killTransferBytes after the request
 /** The issue's bound for both: the client learns of the crash, and service is back after the restart. */
 const WITHIN_MS = 3_000;
 const CLEAN_FAILURES = ['ECONNRESET', 'ECONNREFUSED', 'EPIPE'];
@@ -32,6 +33,7 @@ beforeAll(async () => {
   const f2 = h2.functions[0]!;
   sink = await FnServer.start(mesh, f2.ns, 'rpc', { ip: f2.ip, port: SINK_PORT, replyBytes: 0 });
   await WatchServer.start(mesh, f2.ns, { ip: f2.ip, port: ECHO_PORT });
+  await FnServer.start(mesh, f2.ns, 'rpc', { ip: f2.ip, port: SOURCE_PORT, replyBytes: PROFILE.killTransferBytes });
 }, 60_000);
 
 afterAll(async () => {
@@ -101,4 +103,18 @@ describe('fault: peer daemon crashes and restarts', () => {
     for (const f of failures) expect(CLEAN_FAILURES, `outcome ${f.outcome} (no hang, no truncation)`).toContain(f.outcome);
     expect(recoveryMs, 'service back within 3 s of the restart').toBeLessThan(WITHIN_MS);
   }, testMs(60_000, 60_000));
+
+  it('case 1b: SIGKILL of the local daemon mid-download resets the client; it never sees a clean end of a cut reply', async () => {
+    for (const h of [h1, h2]) if (!mesh.daemons.has(h.name)) await mesh.startDaemon(h); // also when run alone (-t)
+    await mesh.waitTunnelsUp(15_000);
+    const download = fnClient(mesh, h1.functions[0]!.ns, 'rpc', { ip: h2.functions[0]!.ip, port: SOURCE_PORT, requestBytes: 16, timeoutMs: 60_000 });
+    await waitFor(async () => (await mesh.status(h1)).peers[0].outbound.bytesReceived >= PROFILE.killTransferBytes / 4, 30_000, 'a quarter of the reply received', 50);
+    const killAt = Date.now();
+    await mesh.stopDaemon(h1, 'SIGKILL');
+    const r = await download;
+    figure('case-1b sigkill-local', `client saw ${r.error ?? (r.gotEnd ? 'a clean end' : 'close')} after ${(r.replyBytes / 2 ** 20).toFixed(0)} of ${PROFILE.killTransferBytes / 2 ** 20} MiB, ${((Date.now() - killAt) / 1000).toFixed(2)} s after the kill`);
+    expect(r.replyBytes).toBeLessThan(PROFILE.killTransferBytes);
+    expect(r.gotEnd, 'a cut reply must not end with a FIN').toBe(false);
+    expect(r.error).toBe('ECONNRESET');
+  }, testMs(60_000, 120_000));
 });
