@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import { IpAddress } from '../policy/cidr.js';
 import { evaluatePolicy, type Policy } from '../policy/policy.js';
 import type { RouteTable } from '../policy/route.js';
+import { setAbortiveClose } from '../tunnel/abortive-close.js';
 import { IDLE_TIMEOUT_OUTCOME } from '../tunnel/stream-pipe.js';
 import type { TunnelPool } from '../tunnel/tunnel-pool.js';
 import type { SocketOptions } from './socket-options.js';
@@ -125,6 +126,7 @@ export class CaptureListener {
     this.counters.active++;
     const peer = route.peer.name;
     socket.setNoDelay(true);
+    setAbortiveClose(socket, true); // already while it waits for the tunnel (see tunnel/abortive-close.ts)
     socket.on('error', () => {});
     this.pool
       .openStream(peer, socket, { destination: { ip: dstIp, port: dst.port }, source: { ip: srcIp, port: remotePort } }, (summary) => {
