@@ -117,7 +117,7 @@ export class Daemon {
     this.serverConfig = makeQuicheConfig(this.credentials, config.tunnel);
     log.info({ identity: this.credentials.identity, notAfter: this.credentials.notAfter.toISOString() }, 'certificate loaded');
 
-    this.inbound = new InboundDelivery(() => this.routes, () => this.config.policy, sockets, config.capture.mark, log);
+    this.inbound = new InboundDelivery(() => this.routes, () => this.config.policy, sockets, config.capture.mark, log, () => this.config.capture.idleTimeoutMs);
     this.listener = new QuicListener({
       listen: config.listen.quic,
       peers: () => this.config.peers,
@@ -144,7 +144,7 @@ export class Daemon {
     });
     this.pool.sync(config.peers);
 
-    this.capture = new CaptureListener(config.listen.capture, () => this.routes, () => ({ nodeName: this.config.node.name, policy: this.config.policy }), this.pool, sockets, log, () => this.config.capture.maxConnections);
+    this.capture = new CaptureListener(config.listen.capture, () => this.routes, () => ({ nodeName: this.config.node.name, policy: this.config.policy }), this.pool, sockets, log, () => this.config.capture.maxConnections, () => this.config.capture.idleTimeoutMs);
     await this.capture.start();
 
     const rules = this.deps.rules === undefined ? (config.capture.applyRules ? new RuleManager(config) : null) : this.deps.rules;

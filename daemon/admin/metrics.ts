@@ -31,8 +31,8 @@ export interface MetricsSample {
   readonly ready: boolean;
   readonly certificateNotAfterMs: number | null;
   readonly tunnels: readonly TunnelSample[];
-  readonly capture: { readonly accepted: number; readonly refused: number; readonly deniedByPolicy?: number; readonly limitHits?: number; readonly active: number } | null;
-  readonly inbound: { readonly accepted: number; readonly denied: number; readonly deniedByPolicy?: number; readonly connectFailed: number; readonly active: number } | null;
+  readonly capture: { readonly accepted: number; readonly refused: number; readonly deniedByPolicy?: number; readonly limitHits?: number; readonly idleTimeouts?: number; readonly active: number } | null;
+  readonly inbound: { readonly accepted: number; readonly denied: number; readonly deniedByPolicy?: number; readonly connectFailed: number; readonly idleTimeouts?: number; readonly active: number } | null;
   readonly quic: { readonly droppedDatagrams: number; readonly refusedHandshakes: number } | null;
 }
 
@@ -109,6 +109,10 @@ export class MetricsRegistry {
     this.counter('capture_limit_hits_total', 'Captured TCP connections reset because capture.maxConnections were open.', [], (s) => [[{}, s.capture?.limitHits]]);
     this.counter('capture_refused_total', 'Captured TCP connections reset: no original destination, local or unknown destination, or tunnel down.', [], (s) => [[{}, s.capture?.refused]]);
     this.counter('capture_denied_by_policy_total', 'Captured TCP connections reset because this host\'s policy denies them: they never left the host.', [], (s) => [[{}, s.capture?.deniedByPolicy]]);
+    this.counter('idle_timeouts_total', 'Tunnelled TCP connections reset after capture.idleTimeoutMs without a byte, by the side that timed out (capture or inbound).', ['side'], (s) => [
+      [{ side: 'capture' }, s.capture?.idleTimeouts],
+      [{ side: 'inbound' }, s.inbound?.idleTimeouts],
+    ]);
     this.gauge('capture_connections_active', 'Captured TCP connections open now.', [], (s) => [[{}, s.capture?.active]]);
     this.counter('inbound_accepted_total', 'Inbound streams delivered to a local destination.', [], (s) => [[{}, s.inbound?.accepted]]);
     this.counter('inbound_denied_total', 'Inbound streams refused: destination outside local.cidrs, source outside the peer\'s cidrs, bad header, draining.', [], (s) => [[{}, s.inbound?.denied]]);

@@ -9,6 +9,8 @@ import type { Logger } from '../log.js';
 import { IpAddress } from '../policy/cidr.js';
 import { evaluatePolicy, type Policy } from '../policy/policy.js';
 import type { RouteTable } from '../policy/route.js';
+import { setAbortiveClose } from '../tunnel/abortive-close.js';
+import { IDLE_TIMEOUT_OUTCOME } from '../tunnel/stream-pipe.js';
 import type { TunnelPool } from '../tunnel/tunnel-pool.js';
 import type { SocketOptions } from './socket-options.js';
 
@@ -17,12 +19,13 @@ export interface CaptureCounters {
   refused: number; // no original destination, local, unknown or tunnel down
   deniedByPolicy: number; // this host's policy denied it: it never left the host
   limitHits: number; // reset because capture.maxConnections were open
+  idleTimeouts: number; // reset after capture.idleTimeoutMs without a byte either way
   active: number;
 }
 
 export class CaptureListener {
   private server: net.Server | null = null;
-  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, limitHits: 0, active: 0 };
+  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, limitHits: 0, idleTimeouts: 0, active: 0 };
   private limitLoggedAt = 0;
   private readonly log: Logger;
 
@@ -34,6 +37,7 @@ export class CaptureListener {
     private readonly sockets: SocketOptions,
     log: Logger,
     private readonly maxConnections: () => number = () => Infinity,
+    private readonly idleTimeoutMs: () => number = () => 0,
   ) {
     this.log = log.child({ component: 'capture' });
   }
@@ -122,12 +126,16 @@ export class CaptureListener {
     this.counters.active++;
     const peer = route.peer.name;
     socket.setNoDelay(true);
+    setAbortiveClose(socket, true); // already while it waits for the tunnel (see tunnel/abortive-close.ts)
     socket.on('error', () => {});
     this.pool
       .openStream(peer, socket, { destination: { ip: dstIp, port: dst.port }, source: { ip: srcIp, port: remotePort } }, (summary) => {
         this.counters.active--;
-        this.log.info({ direction: 'outbound', peer, ...fields, ...summary }, 'connection closed');
-      })
+        if (summary.outcome === IDLE_TIMEOUT_OUTCOME) {
+          this.counters.idleTimeouts++;
+          this.log.warn({ direction: 'outbound', peer, ...fields, ...summary, idleTimeoutMs: this.idleTimeoutMs() }, 'idle connection reset (capture.idleTimeoutMs)');
+        } else this.log.info({ direction: 'outbound', peer, ...fields, ...summary }, 'connection closed');
+      }, this.idleTimeoutMs())
       .catch((err: unknown) => {
         this.counters.active--;
         this.refuse(socket, { peer, ...fields }, (err as Error).message);

@@ -1,5 +1,5 @@
 // `qmesh run`: loads the config, starts the Daemon and maps signals: SIGTERM
-// and SIGINT drain and exit 0; SIGHUP re-reads the config file and its
+// and SIGINT drain and exit 0 (also when the grace period had to reset some); SIGHUP re-reads the config file and its
 // certificates and reloads them (Daemon.reload; a bad file is refused and logged).
 // Under systemd (NOTIFY_SOCKET set) it reports READY=1 once started and
 // STOPPING=1 when a stop begins (admin/systemd-notify.ts).
@@ -30,9 +30,11 @@ export async function runCommand(file: string): Promise<void> {
     systemd.stopping(`draining open connections (${signal})`);
     daemon
       .stop()
-      .then(({ unfinished }) => {
+      .then(() => {
+        // A requested stop that ran its course is a clean exit, even if the grace period had to
+        // reset some connections (daemon.ts logs how many): exit 1 would make systemd restart it.
         log.flush();
-        setTimeout(() => process.exit(unfinished > 0 ? 1 : 0), 20);
+        setTimeout(() => process.exit(0), 20);
       })
       .catch(crash);
   };

@@ -238,6 +238,12 @@ export const schema = {
       default: 65_536,
       env: 'QMESH_CAPTURE_MAX_CONNECTIONS',
     },
+    idleTimeoutMs: {
+      doc: 'A tunnelled TCP connection with no byte in either direction for this long is reset at both ends (0: never). Applies on the capture and the delivery side.',
+      format: positiveInt(0, 604_800_000),
+      default: 3_600_000,
+      env: 'QMESH_CAPTURE_IDLE_TIMEOUT_MS',
+    },
     applyRules: {
       doc: '`qmesh run` installs the iptables rules itself at start (idempotent; they stay after exit so capture fails closed).',
       format: Boolean,

@@ -11,7 +11,7 @@ import { evaluatePolicy, type Policy } from '../policy/policy.js';
 import type { RouteTable } from '../policy/route.js';
 import { AppError } from '../tunnel/quiche.js';
 import { decodeStreamHeader, MAX_STREAM_HEADER_BYTES, type StreamHeader } from '../tunnel/stream-header.js';
-import { StreamPipe } from '../tunnel/stream-pipe.js';
+import { IDLE_TIMEOUT_OUTCOME, StreamPipe } from '../tunnel/stream-pipe.js';
 import type { TunnelConnection } from '../tunnel/tunnel-connection.js';
 
 export interface InboundCounters {
@@ -19,13 +19,14 @@ export interface InboundCounters {
   denied: number; // bad header, destination not local, source not the peer's
   deniedByPolicy: number; // the policy's first matching rule (or its default) said deny
   connectFailed: number;
+  idleTimeouts: number; // reset after capture.idleTimeoutMs without a byte either way
   active: number;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export class InboundDelivery {
-  readonly counters: InboundCounters = { accepted: 0, denied: 0, deniedByPolicy: 0, connectFailed: 0, active: 0 };
+  readonly counters: InboundCounters = { accepted: 0, denied: 0, deniedByPolicy: 0, connectFailed: 0, idleTimeouts: 0, active: 0 };
   private markWarned = false;
   private accepting = true;
   private readonly log: Logger;
@@ -36,6 +37,7 @@ export class InboundDelivery {
     private readonly sockets: SocketOptions,
     private readonly mark: number,
     log: Logger,
+    private readonly idleTimeoutMs: () => number = () => 0,
   ) {
     this.log = log.child({ component: 'inbound' });
   }
@@ -52,7 +54,10 @@ export class InboundDelivery {
     this.counters.active++;
     const pipe = new StreamPipe(conn, id, (summary) => {
       this.counters.active--;
-      this.log.info({ direction: 'inbound', ...fields, ...summary }, 'connection closed');
+      if (summary.outcome === IDLE_TIMEOUT_OUTCOME) {
+        this.counters.idleTimeouts++;
+        this.log.warn({ direction: 'inbound', ...fields, ...summary, idleTimeoutMs: this.idleTimeoutMs() }, 'idle connection reset (capture.idleTimeoutMs)');
+      } else this.log.info({ direction: 'inbound', ...fields, ...summary }, 'connection closed');
     });
     let buffered: Buffer = Buffer.alloc(0);
     pipe.readHeaderWith((data) => {
@@ -112,7 +117,7 @@ export class InboundDelivery {
       connected = true;
       clearTimeout(timer);
       this.counters.accepted++;
-      pipe.attach(socket, null, firstBytes);
+      pipe.attach(socket, null, firstBytes, false, this.idleTimeoutMs());
     });
     socket.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);

@@ -13,6 +13,8 @@ export interface Addon {
   sendSegments(fd: number, buf: Buffer, offset: number, length: number, segment: number, host: string | null, port: number): number;
   /** One datagram to systemd's notify socket (a path, or '@name' in the abstract namespace); bytes sent. */
   sdNotify(path: string, message: string): number;
+  /** SO_LINGER {on, 0}: an unplanned close (a killed process) resets instead of sending FIN. */
+  setAbortiveClose(fd: number, on: boolean): void;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

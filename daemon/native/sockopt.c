@@ -1,5 +1,5 @@
 /*
- * The two socket calls Node does not expose, and nothing more:
+ * The socket calls Node does not expose, and nothing more:
  *   originalDst(fd, family)  getsockopt SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST on a
  *                            REDIRECTed accepted socket -> [address, port]
  *   markedSocket(family, mark) a fresh non-blocking TCP socket with SO_MARK set, for
@@ -13,6 +13,7 @@
  *   sdNotify(path, message)  one datagram to systemd's NOTIFY_SOCKET (sd_notify(3)): an
  *                            AF_UNIX datagram socket, which Node cannot open. A path
  *                            starting with '@' is in the abstract namespace.
+ *   setAbortiveClose(fd, on) SO_LINGER {on, 0}: see set_abortive_close.
  * Errors are thrown as Error objects whose `code` is the errno name.
  */
 #include <node_api.h>
@@ -217,6 +218,24 @@ static napi_value sd_notify(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* setAbortiveClose(fd, on): SO_LINGER {on, 0}. While on, a close() the process did not
+ * ask for (it was killed) resets the connection instead of sending a FIN that would
+ * pass a cut stream off as complete. */
+static napi_value set_abortive_close(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd;
+  bool on;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "setAbortiveClose(fd: number, on: boolean)");
+    return NULL;
+  }
+  struct linger l = {.l_onoff = on ? 1 : 0, .l_linger = 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) != 0) return throw_errno(env, "setsockopt(SO_LINGER)", errno);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL},
@@ -224,6 +243,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"closeFd", NULL, closefd, NULL, NULL, NULL, napi_default, NULL},
     {"sendSegments", NULL, send_segments, NULL, NULL, NULL, napi_default, NULL},
     {"sdNotify", NULL, sd_notify, NULL, NULL, NULL, napi_default, NULL},
+    {"setAbortiveClose", NULL, set_abortive_close, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

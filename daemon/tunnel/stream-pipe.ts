@@ -5,6 +5,7 @@
 // the socket, a full socket stops streamRecv (quiche flow control then slows
 // the peer). Used by capture/ (outbound) and inbound/ (delivery).
 import type net from 'node:net';
+import { setAbortiveClose } from './abortive-close.js';
 import { AppError, quicheErrorKind } from './quiche.js';
 import type { TunnelConnection } from './tunnel-connection.js';
 
@@ -53,6 +54,10 @@ export interface PipeSummary {
   durationMs: number;
 }
 
+/** The outcome of a connection closed by capture.idleTimeoutMs (counted by capture/ and inbound/). */
+export const IDLE_TIMEOUT_OUTCOME = 'idle timeout';
+
+
 export class StreamPipe {
   private socket: net.Socket | null = null;
   private pending: Buffer[] = []; // accepted from TCP, not yet taken by quiche
@@ -89,17 +94,24 @@ export class StreamPipe {
    * With `waitForData`, the first flush waits one event-loop turn, so a request already in
    * the socket buffer leaves in the same packet as the stream header.
    */
-  attach(socket: net.Socket, firstBytes: Buffer | null, bytesForSocket: Buffer | null, waitForData = false): void {
+  attach(socket: net.Socket, firstBytes: Buffer | null, bytesForSocket: Buffer | null, waitForData = false, idleTimeoutMs = 0): void {
     this.headerHandler = null;
     this.socket = socket;
+    // capture.idleTimeoutMs: no byte either way on this socket for that long resets both ends
+    // (a reset, not a FIN, so neither application mistakes it for a complete exchange).
+    if (idleTimeoutMs > 0) {
+      socket.setTimeout(idleTimeoutMs);
+      socket.on('timeout', () => this.abort(IDLE_TIMEOUT_OUTCOME));
+    }
     if (firstBytes && firstBytes.length > 0) this.sendOrQueue(firstBytes, false);
     if (bytesForSocket && bytesForSocket.length > 0) {
       this.bytesFromPeer += bytesForSocket.length;
       this.tunnel.traffic.bytesReceived += bytesForSocket.length;
       if (!socket.write(bytesForSocket)) this.pauseReading();
     }
+    setAbortiveClose(socket, true);
     // The peer's FIN may have come with the header already.
-    if (this.finReceived) socket.end();
+    if (this.finReceived) this.endSocket();
     socket.on('data', (chunk: Buffer) => this.onTcpData(chunk));
     socket.on('end', () => {
       this.tcpEnded = true;
@@ -279,7 +291,7 @@ export class StreamPipe {
       }
       if (fin) {
         this.finReceived = true;
-        this.socket.end();
+        this.endSocket();
         this.maybeDone();
         break;
       }
@@ -289,6 +301,13 @@ export class StreamPipe {
       }
     }
     this.tunnel.scheduleAckFlush(); // flow-control credit for the peer can ride with the next ACK
+  }
+
+  /** The peer ended its direction: FIN to our application, with an orderly close from here on. */
+  private endSocket(): void {
+    if (!this.socket) return;
+    setAbortiveClose(this.socket, false);
+    this.socket.end();
   }
 
   private pauseReading(): void {

@@ -36,7 +36,7 @@ export class TunnelPool {
     }
   }
 
-  async openStream(peerName: string, socket: net.Socket, header: StreamHeader, onDone: (s: PipeSummary) => void): Promise<void> {
+  async openStream(peerName: string, socket: net.Socket, header: StreamHeader, onDone: (s: PipeSummary) => void, idleTimeoutMs = 0): Promise<void> {
     const tunnel = this.tunnels.get(peerName);
     if (!tunnel) throw new QmeshError(ErrorCodes.NO_ROUTE, `no tunnel for peer ${peerName}`);
     const conn = await tunnel.ready();
@@ -51,7 +51,7 @@ export class TunnelPool {
     const pipe = new StreamPipe(conn, id, onDone);
     conn.addStream(pipe);
     // The header and the request's first bytes leave in one packet when the client has already sent them.
-    pipe.attach(socket, encodeStreamHeader(header), null, true);
+    pipe.attach(socket, encodeStreamHeader(header), null, true, idleTimeoutMs);
   }
 
   stop(): void {
