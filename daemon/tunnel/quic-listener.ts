@@ -18,6 +18,8 @@ import { mintRetryToken, verifyRetryToken } from './retry-token.js';
 
 /** 'under-load' starts answering with Retry once this many handshakes are in progress. */
 const RETRY_WHEN_HANDSHAKING = 2;
+/** Smallest UDP payload a client Initial may arrive in (RFC 9000 14.1). */
+const MIN_INITIAL_DATAGRAM = 1200;
 
 export interface QuicListenerOptions {
   readonly listen: { host: string; port: number; family: 4 | 6 };
@@ -51,6 +53,9 @@ export class QuicListener {
   retriesSent = 0;
   /** Connections created whose handshake has not finished. */
   private handshaking = 0;
+  get handshakesInProgress(): number {
+    return this.handshaking;
+  }
   private readonly retryKey: Buffer;
   refusedHandshakes = 0;
   private readonly log: Logger;
@@ -118,7 +123,9 @@ export class QuicListener {
       this.sendStatelessReset(header.dcid, msg.length, from);
       return;
     }
-    if (header.ty !== quiche.Type.Initial) {
+    // RFC 9000 14.1 and 6: a datagram that could start a connection is at least 1200 bytes.
+    // Smaller ones get no Retry, no version negotiation and no state (no amplification, no work).
+    if (header.ty !== quiche.Type.Initial || msg.length < MIN_INITIAL_DATAGRAM) {
       this.droppedDatagrams++;
       return;
     }
