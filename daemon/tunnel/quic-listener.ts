@@ -201,7 +201,12 @@ export class QuicListener {
           for (const k of keys) this.byCid.delete(k);
           if (this.fromPeer.get(peer.name) === c) this.fromPeer.delete(peer.name);
           if (c.verified) log.info({ reason }, 'peer tunnel closed');
-          else {
+          else if (firstDatagram) {
+            // quiche gave up on the very Initial that created it (garbage from a peer's
+            // address): a dropped datagram, not a handshake; no warning per datagram.
+            this.droppedDatagrams++;
+            log.debug({ reason }, 'Initial not accepted by quiche');
+          } else {
             this.refusedHandshakes++;
             log.warn({ reason }, 'peer handshake failed');
           }
@@ -214,7 +219,9 @@ export class QuicListener {
     );
     for (const k of keys) this.byCid.set(k, conn);
     this.addressOf.set(conn, from);
+    let firstDatagram = true;
     conn.recv(msg, from, this.local);
+    firstDatagram = false;
   }
 
   trafficOf(name: string): TrafficCounters {

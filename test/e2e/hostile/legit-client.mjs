@@ -5,7 +5,7 @@
 import net from 'node:net';
 
 const spec = JSON.parse(process.argv[2]);
-const timeoutMs = spec.timeoutMs ?? 5_000;
+const timeoutMs = spec.timeoutMs ?? 15_000;
 
 function once() {
   return new Promise((resolve) => {

@@ -48,7 +48,7 @@ export async function legitTraffic(
   ns: string,
   spec: { ip: string; port: number; count: number; durationMs?: number; replyBytes: number; pauseMs?: number },
 ): Promise<LegitResult> {
-  const bound = (spec.durationMs ?? 0) + spec.count * 6_000 + 10_000;
+  const bound = (spec.durationMs ?? 0) + spec.count * 16_000 + 10_000;
   const r = await mesh.topo.exec(ns, [process.execPath, `${HERE}legit-client.mjs`, JSON.stringify(spec)], { timeoutMs: bound });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (!line.startsWith('{')) throw new Error(`legit client in ${ns}: no result (exit ${r.code}): ${r.stderr}`);
@@ -80,4 +80,13 @@ export async function sendInitials(
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (!line.startsWith('{')) throw new Error(`quic-initials in ${ns}: no result (exit ${r.code}): ${r.stderr}`);
   return JSON.parse(line);
+}
+
+/** UDP counters of a namespace's kernel (/proc/net/snmp "Udp:"): InDatagrams, RcvbufErrors, ... */
+export async function udpCounters(mesh: Mesh, ns: string): Promise<Record<string, number>> {
+  const r = await mesh.topo.exec(ns, ['cat', '/proc/net/snmp']);
+  const [names, values] = r.stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+  const keys = names!.split(/\s+/).slice(1);
+  const nums = values!.split(/\s+/).slice(1).map(Number);
+  return Object.fromEntries(keys.map((k, i) => [k, nums[i]!]));
 }
