@@ -238,6 +238,12 @@ export const schema = {
       default: 65_536,
       env: 'QMESH_CAPTURE_MAX_CONNECTIONS',
     },
+    maxConnectionsPerSource: {
+      doc: 'Captured connections open at once from one source address (one function); more from it are reset and counted, others still get through.',
+      format: positiveInt(1, 10_000_000),
+      default: 16_384,
+      env: 'QMESH_CAPTURE_MAX_CONNECTIONS_PER_SOURCE',
+    },
     applyRules: {
       doc: '`qmesh run` installs the iptables rules itself at start (idempotent; they stay after exit so capture fails closed).',
       format: Boolean,
