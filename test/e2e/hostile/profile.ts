@@ -74,7 +74,7 @@ export async function sendGarbage(
 export async function sendInitials(
   mesh: Mesh,
   ns: string,
-  spec: { ip: string; port: number; count: number; bindIp?: string; listenMs?: number },
+  spec: { ip: string; port: number; count: number; bindIp?: string; listenMs?: number; version?: number; truncateTo?: number },
 ): Promise<{ sent: number; responses: Record<string, number>; responseBytes: number; from: string }> {
   const r = await mesh.topo.exec(ns, [process.execPath, `${HERE}quic-initials.mjs`, JSON.stringify(spec)], { timeoutMs: 30_000 + spec.count * 20 });
   const line = r.stdout.trim().split('\n').pop() ?? '';

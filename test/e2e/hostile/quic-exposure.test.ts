@@ -4,12 +4,13 @@
 //       that rule bypassed the daemon drops it before quiche: no connection, no reply;
 //   (b) a spoofed Initial from a peer's address on another port gets only a Retry
 //       (addressValidation "always", and "under-load" once handshakes are in progress);
-//   (c) the cap on handshakes in progress holds.
+//   (c) the cap on handshakes in progress holds;
+//   (d) a datagram under 1200 bytes never gets an answer (no amplification).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUIC_PORT } from '../../../daemon/demo/mesh.js';
 import { daemonOf, destroyMesh, startMesh, type HostInfo, type Mesh } from '../../support/e2e-mesh.js';
 import { waitFor } from '../../support/fn-net.js';
-import { figure, mib, PROFILE, rssKiB, sendInitials } from './profile.js';
+import { bound, figure, mib, PROFILE, rssKiB, sendInitials } from './profile.js';
 
 const STRANGER = '198.18.0.200';
 let mesh: Mesh;
@@ -75,7 +76,7 @@ describe('case 15: exposure of the bundled quiche', () => {
     expect(s2.connections).toBe(s0.connections);
     expect(s2.handshaking).toBe(0);
     expect(rss2 - rss0).toBeLessThan(48 * 1024);
-  }, 120_000);
+  }, bound(120_000, 600_000));
 
   it('(b) a spoofed Initial from a peer address gets only a Retry (always; under-load once handshakes are in progress)', async () => {
     const before = (await mesh.status(h3)).quic;
@@ -115,5 +116,21 @@ describe('case 15: exposure of the bundled quiche', () => {
     for (const p of during.peers) expect(p.inbound.state).toBe('up');
     // The half-open handshakes expire (idle timeout) and free their slots.
     await waitFor(async () => (await mesh.status(h2)).quic.handshaking === 0, 20_000, 'stale handshakes expired');
+  }, 60_000);
+
+  it('(d) a connection-starting datagram under 1200 bytes gets no answer; a full-size unknown version gets version negotiation', async () => {
+    const target = { ip: h1.underlayIp, port: QUIC_PORT };
+    const UNKNOWN = 0x1a2a3a4a;
+    const small = await sendInitials(mesh, h2.ns, { ...target, count: 20, version: UNKNOWN, truncateTo: 300 });
+    const smallV1 = await sendInitials(mesh, h2.ns, { ...target, count: 20, truncateTo: 300 });
+    const full = await sendInitials(mesh, h2.ns, { ...target, count: 5, version: UNKNOWN });
+    figure(
+      'case-15d',
+      `small datagrams: unknownVersion sent=${small.sent} replies=${noReply(small)}; v1 sent=${smallV1.sent} replies=${noReply(smallV1)}; ` +
+        `control full-size unknownVersion sent=${full.sent} versionNegotiation=${full.responses.versionNegotiation}`,
+    );
+    expect(noReply(small)).toBe(0);
+    expect(noReply(smallV1)).toBe(0);
+    expect(full.responses.versionNegotiation).toBeGreaterThanOrEqual(full.sent - 1);
   }, 60_000);
 });

@@ -2,7 +2,9 @@
 // from a fresh quiche connection, so each would start a handshake), sent from one
 // UDP socket and never followed up; then it listens `listenMs` and classifies
 // every datagram that came back. Prints one JSON line.
-//   node quic-initials.mjs '{"ip":..,"port":..,"count":..,"bindIp":..,"listenMs":..}'
+// Options: `version` rewrites the version field (e.g. one nobody supports), `truncateTo`
+// cuts each datagram short (under the 1200 bytes a client Initial must fill).
+//   node quic-initials.mjs '{"ip":..,"port":..,"count":..,"bindIp":..,"listenMs":..,"version":..,"truncateTo":..}'
 import crypto from 'node:crypto';
 import dgram from 'node:dgram';
 import { native } from '@matrixai/quic';
@@ -34,7 +36,9 @@ for (let i = 0; i < spec.count; i++) {
   const conn = quiche.Connection.connect('host', crypto.randomBytes(20), local, remote, config);
   const r = conn.send(out);
   if (!r) continue;
-  await new Promise((res) => sock.send(out.subarray(0, r[0]), remote.port, remote.host, () => res()));
+  if (spec.version !== undefined) out.writeUInt32BE(spec.version, 1);
+  const n = Math.min(r[0], spec.truncateTo ?? r[0]);
+  await new Promise((res) => sock.send(out.subarray(0, n), remote.port, remote.host, () => res()));
   sent++;
 }
 await new Promise((r) => setTimeout(r, spec.listenMs ?? 1000));
