@@ -144,7 +144,7 @@ export class Daemon {
     });
     this.pool.sync(config.peers);
 
-    this.capture = new CaptureListener(config.listen.capture, () => this.routes, () => ({ nodeName: this.config.node.name, policy: this.config.policy }), this.pool, sockets, log, () => this.config.capture.maxConnections, () => this.config.capture.idleTimeoutMs);
+    this.capture = new CaptureListener(config.listen.capture, () => this.routes, () => ({ nodeName: this.config.node.name, policy: this.config.policy }), this.pool, sockets, log, () => this.config.capture.maxConnections, () => this.config.capture.idleTimeoutMs, () => this.config.capture.maxConnectionsPerSource);
     await this.capture.start();
 
     const rules = this.deps.rules === undefined ? (config.capture.applyRules ? new RuleManager(config) : null) : this.deps.rules;

@@ -106,7 +106,7 @@ export class MetricsRegistry {
     this.counter('tunnel_datagrams_total', 'UDP datagrams sent to (out) and received from (in) the peer.', tdl, directions((t) => t.traffic.datagramsSent, (t) => t.traffic.datagramsReceived));
 
     this.counter('capture_accepted_total', 'Captured TCP connections handed to a tunnel.', [], (s) => [[{}, s.capture?.accepted]]);
-    this.counter('capture_limit_hits_total', 'Captured TCP connections reset because capture.maxConnections were open.', [], (s) => [[{}, s.capture?.limitHits]]);
+    this.counter('capture_limit_hits_total', 'Captured TCP connections reset because capture.maxConnections (or, from one source, capture.maxConnectionsPerSource) were open.', [], (s) => [[{}, s.capture?.limitHits]]);
     this.counter('capture_refused_total', 'Captured TCP connections reset: no original destination, local or unknown destination, or tunnel down.', [], (s) => [[{}, s.capture?.refused]]);
     this.counter('capture_denied_by_policy_total', 'Captured TCP connections reset because this host\'s policy denies them: they never left the host.', [], (s) => [[{}, s.capture?.deniedByPolicy]]);
     this.counter('idle_timeouts_total', 'Tunnelled TCP connections reset after capture.idleTimeoutMs without a byte, by the side that timed out (capture or inbound).', ['side'], (s) => [

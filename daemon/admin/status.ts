@@ -52,6 +52,15 @@ export function buildStatus(d: Daemon): unknown {
     peers,
     capture: d.capture ? { ...d.capture.counters } : null,
     inbound: d.inbound ? { ...d.inbound.counters } : null,
-    quic: d.listener ? { droppedDatagrams: d.listener.droppedDatagrams, refusedHandshakes: d.listener.refusedHandshakes, retriesSent: d.listener.retriesSent } : null,
+    quic: d.listener
+      ? {
+          droppedDatagrams: d.listener.droppedDatagrams,
+          refusedHandshakes: d.listener.refusedHandshakes,
+          retriesSent: d.listener.retriesSent,
+          // quiche connections the listener holds (handshaking or up): what an Initial flood would grow.
+          connections: d.listener.connections().length,
+          handshaking: d.listener.handshakesInProgress,
+        }
+      : null,
   };
 }

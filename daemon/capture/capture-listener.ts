@@ -18,14 +18,17 @@ export interface CaptureCounters {
   accepted: number;
   refused: number; // no original destination, local, unknown or tunnel down
   deniedByPolicy: number; // this host's policy denied it: it never left the host
-  limitHits: number; // reset because capture.maxConnections were open
+  limitHits: number; // reset because capture.maxConnections (or maxConnectionsPerSource) were open
+  sourceLimitHits: number; // of those, reset because their source address had maxConnectionsPerSource open
   idleTimeouts: number; // reset after capture.idleTimeoutMs without a byte either way
   active: number;
 }
 
 export class CaptureListener {
   private server: net.Server | null = null;
-  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, limitHits: 0, idleTimeouts: 0, active: 0 };
+  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, limitHits: 0, sourceLimitHits: 0, idleTimeouts: 0, active: 0 };
+  /** Open captured connections per source address (the calling function). */
+  private readonly perSource = new Map<string, number>();
   private limitLoggedAt = 0;
   private readonly log: Logger;
 
@@ -38,6 +41,7 @@ export class CaptureListener {
     log: Logger,
     private readonly maxConnections: () => number = () => Infinity,
     private readonly idleTimeoutMs: () => number = () => 0,
+    private readonly maxPerSource: () => number = () => Infinity,
   ) {
     this.log = log.child({ component: 'capture' });
   }
@@ -66,18 +70,23 @@ export class CaptureListener {
 
   private onConnection(socket: net.Socket): void {
     // A flood is refused at once and cheaply: a reset, a counter, one log line per second.
-    if (this.counters.active >= this.maxConnections()) {
+    // The per-source cap keeps one function from taking every slot from the others.
+    const remoteAddress = socket.remoteAddress ?? '';
+    const fromSource = this.perSource.get(remoteAddress) ?? 0;
+    if (this.counters.active >= this.maxConnections() || fromSource >= this.maxPerSource()) {
+      const bySource = this.counters.active < this.maxConnections();
       this.counters.limitHits++;
+      if (bySource) this.counters.sourceLimitHits++;
       socket.on('error', () => {});
       socket.resetAndDestroy();
       const now = Date.now();
       if (now - this.limitLoggedAt >= 1000) {
         this.limitLoggedAt = now;
-        this.log.warn({ active: this.counters.active, limitHits: this.counters.limitHits }, 'capture.maxConnections reached; new connections are reset');
+        const fields = { active: this.counters.active, limitHits: this.counters.limitHits, ...(bySource ? { source: remoteAddress, fromSource } : {}) };
+        this.log.warn(fields, `${bySource ? 'capture.maxConnectionsPerSource' : 'capture.maxConnections'} reached; new connections are reset`);
       }
       return;
     }
-    const remoteAddress = socket.remoteAddress ?? '';
     const remotePort = socket.remotePort ?? 0;
     const src = { src: `${remoteAddress}:${remotePort}` };
     let dst: { host: string; port: number };
@@ -124,20 +133,27 @@ export class CaptureListener {
     }
     this.counters.accepted++;
     this.counters.active++;
+    this.perSource.set(remoteAddress, fromSource + 1);
+    const released = (): void => {
+      this.counters.active--;
+      const n = (this.perSource.get(remoteAddress) ?? 1) - 1;
+      if (n > 0) this.perSource.set(remoteAddress, n);
+      else this.perSource.delete(remoteAddress);
+    };
     const peer = route.peer.name;
     socket.setNoDelay(true);
     setAbortiveClose(socket, true); // already while it waits for the tunnel (see tunnel/abortive-close.ts)
     socket.on('error', () => {});
     this.pool
       .openStream(peer, socket, { destination: { ip: dstIp, port: dst.port }, source: { ip: srcIp, port: remotePort } }, (summary) => {
-        this.counters.active--;
+        released();
         if (summary.outcome === IDLE_TIMEOUT_OUTCOME) {
           this.counters.idleTimeouts++;
           this.log.warn({ direction: 'outbound', peer, ...fields, ...summary, idleTimeoutMs: this.idleTimeoutMs() }, 'idle connection reset (capture.idleTimeoutMs)');
         } else this.log.info({ direction: 'outbound', peer, ...fields, ...summary }, 'connection closed');
       }, this.idleTimeoutMs())
       .catch((err: unknown) => {
-        this.counters.active--;
+        released();
         this.refuse(socket, { peer, ...fields }, (err as Error).message);
       });
   }

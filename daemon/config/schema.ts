@@ -244,6 +244,12 @@ export const schema = {
       default: 3_600_000,
       env: 'QMESH_CAPTURE_IDLE_TIMEOUT_MS',
     },
+    maxConnectionsPerSource: {
+      doc: 'Captured connections open at once from one source address (one function); more from it are reset and counted, others still get through.',
+      format: positiveInt(1, 10_000_000),
+      default: 16_384,
+      env: 'QMESH_CAPTURE_MAX_CONNECTIONS_PER_SOURCE',
+    },
     applyRules: {
       doc: '`qmesh run` installs the iptables rules itself at start (idempotent; they stay after exit so capture fails closed).',
       format: Boolean,

@@ -18,6 +18,12 @@ import { mintRetryToken, verifyRetryToken } from './retry-token.js';
 
 /** 'under-load' starts answering with Retry once this many handshakes are in progress. */
 const RETRY_WHEN_HANDSHAKING = 2;
+/** Smallest UDP payload a client Initial may arrive in (RFC 9000 14.1). */
+const MIN_INITIAL_DATAGRAM = 1200;
+/** Stateless resets sent per second at most (RFC 9000 10.3.3): garbage must not buy work and output. */
+const RESETS_PER_SECOND = 100;
+/** 'under-load' also means: quiche refused an Initial this recently (garbage Initials are load too). */
+const GARBAGE_INITIAL_WINDOW_MS = 1000;
 
 export interface QuicListenerOptions {
   readonly listen: { host: string; port: number; family: 4 | 6 };
@@ -51,8 +57,14 @@ export class QuicListener {
   retriesSent = 0;
   /** Connections created whose handshake has not finished. */
   private handshaking = 0;
+  get handshakesInProgress(): number {
+    return this.handshaking;
+  }
   private readonly retryKey: Buffer;
   refusedHandshakes = 0;
+  private resetWindowStart = 0;
+  private resetsInWindow = 0;
+  private lastGarbageInitialAt = -Infinity;
   private readonly log: Logger;
   private local!: HostPort;
 
@@ -118,7 +130,9 @@ export class QuicListener {
       this.sendStatelessReset(header.dcid, msg.length, from);
       return;
     }
-    if (header.ty !== quiche.Type.Initial) {
+    // RFC 9000 14.1 and 6: a datagram that could start a connection is at least 1200 bytes.
+    // Smaller ones get no Retry, no version negotiation and no state (no amplification, no work).
+    if (header.ty !== quiche.Type.Initial || msg.length < MIN_INITIAL_DATAGRAM) {
       this.droppedDatagrams++;
       return;
     }
@@ -134,7 +148,8 @@ export class QuicListener {
     }
     // Address validation: no state for an Initial until it brings back a Retry token.
     const mode = this.opts.addressValidation;
-    const retryNow = mode === 'always' || (mode === 'under-load' && this.handshaking >= RETRY_WHEN_HANDSHAKING);
+    const underLoad = this.handshaking >= RETRY_WHEN_HANDSHAKING || Date.now() - this.lastGarbageInitialAt < GARBAGE_INITIAL_WINDOW_MS;
+    const retryNow = mode === 'always' || (mode === 'under-load' && underLoad);
     if (header.token && header.token.length > 0) {
       const odcid = verifyRetryToken(this.retryKey, from.host, from.port, header.token);
       if (!odcid) {
@@ -194,7 +209,13 @@ export class QuicListener {
           for (const k of keys) this.byCid.delete(k);
           if (this.fromPeer.get(peer.name) === c) this.fromPeer.delete(peer.name);
           if (c.verified) log.info({ reason }, 'peer tunnel closed');
-          else {
+          else if (firstDatagram) {
+            // quiche gave up on the very Initial that created it (garbage from a peer's
+            // address): a dropped datagram, not a handshake; no warning per datagram.
+            this.droppedDatagrams++;
+            this.lastGarbageInitialAt = Date.now();
+            log.debug({ reason }, 'Initial not accepted by quiche');
+          } else {
             this.refusedHandshakes++;
             log.warn({ reason }, 'peer handshake failed');
           }
@@ -207,7 +228,9 @@ export class QuicListener {
     );
     for (const k of keys) this.byCid.set(k, conn);
     this.addressOf.set(conn, from);
+    let firstDatagram = true;
     conn.recv(msg, from, this.local);
+    firstDatagram = false;
   }
 
   trafficOf(name: string): TrafficCounters {
@@ -234,6 +257,15 @@ export class QuicListener {
   /** RFC 9000 10.3: looks like a short packet, ends with the token for the unknown CID. */
   private sendStatelessReset(dcid: Uint8Array, receivedBytes: number, to: HostPort): void {
     if (receivedBytes < 43) return; // must be smaller than what triggered it, and at least 22 + CID bytes
+    const now = Date.now();
+    if (now - this.resetWindowStart >= 1000) {
+      this.resetWindowStart = now;
+      this.resetsInWindow = 0;
+    }
+    if (++this.resetsInWindow > RESETS_PER_SECOND) {
+      this.droppedDatagrams++; // a flood of unknown CIDs: the real stale peer gets one of the first resets
+      return;
+    }
     const token = this.resetToken(dcid);
     const len = Math.min(receivedBytes - 1, 43);
     const out = crypto.randomBytes(len);
