@@ -19,6 +19,9 @@ import { TunnelPool } from './tunnel/tunnel-pool.js';
 import { buildStatus } from './admin/status.js';
 import { MetricsRegistry } from './admin/metrics.js';
 import { sampleDaemon } from './admin/metrics-sample.js';
+import { ExpiryWatch } from './identity/expiry-watch.js';
+
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
 
 export interface DaemonDeps {
   readonly sockets?: SocketOptions;
@@ -39,6 +42,7 @@ export class Daemon {
   private serverConfig!: QuicheConfig;
 
   private currentConfig: Config;
+  readonly expiry: ExpiryWatch;
 
   constructor(
     config: Config,
@@ -47,6 +51,7 @@ export class Daemon {
   ) {
     this.currentConfig = config;
     this.routes = new RouteTable(config);
+    this.expiry = new ExpiryWatch(() => this.credentials, log.child({ component: 'certificate' }));
   }
 
   /** The config in force; a reload swaps it (with the routes and credentials) in one step. */
@@ -55,10 +60,11 @@ export class Daemon {
   }
 
   /**
-   * Live reload (SIGHUP): validates `next` exactly as check-config does, then swaps config,
+   * Live reload (SIGHUP or a file change, cli/run.ts): validates `next` exactly as check-config does, then swaps config,
    * routes, policy and certificates atomically; peers are added, removed or re-dialled.
    * Anything invalid, or a key only a restart can change, leaves the running config as it is.
-   * New connections get the new policy at once; open ones carry on.
+   * New connections get the new policy at once; open ones it denies are reset or left to
+   * finish (reload.deniedConnections). New certificates: our tunnels are re-dialled make-before-break.
    */
   async reload(next: Config): Promise<{ ok: true } | { ok: false; reason: string }> {
     const log = this.log.child({ component: 'reload' });
@@ -85,6 +91,8 @@ export class Daemon {
     }
     // One synchronous swap: no connection ever sees half of the new state.
     const previousPeers = this.config.peers.map((p) => p.name);
+    const previous = this.credentials;
+    const newCredentials = !sameBytes(previous.caPem, credentials.caPem) || !sameBytes(previous.certPem, credentials.certPem) || !sameBytes(previous.keyPem, credentials.keyPem);
     this.currentConfig = next;
     this.routes = new RouteTable(next);
     this.credentials = credentials;
@@ -94,8 +102,14 @@ export class Daemon {
     this.pool.sync(next.peers);
     const kept = new Set(next.peers.map((p) => p.name));
     for (const name of previousPeers) if (!kept.has(name)) this.listener.dropPeer(name, 'peer removed from config');
+    // Open connections are judged by the new policy too (reload.deniedConnections).
+    this.capture.reviewOpen(next.reload.deniedConnections);
+    this.inbound.reviewOpen(next.reload.deniedConnections);
+    // Tunnels we dialled move to the new certificates without dropping a stream.
+    if (newCredentials) this.pool.renewAll('new certificates loaded');
+    this.expiry.check('reload');
     log.info(
-      { peers: next.peers.map((p) => p.name), notAfter: credentials.notAfter.toISOString(), policyRules: next.policy.rules.length },
+      { peers: next.peers.map((p) => p.name), notAfter: credentials.notAfter.toISOString(), policyRules: next.policy.rules.length, newCredentials },
       'configuration reloaded',
     );
     return { ok: true };
@@ -116,6 +130,7 @@ export class Daemon {
     this.clientConfig = makeQuicheConfig(this.credentials, config.tunnel);
     this.serverConfig = makeQuicheConfig(this.credentials, config.tunnel);
     log.info({ identity: this.credentials.identity, notAfter: this.credentials.notAfter.toISOString() }, 'certificate loaded');
+    this.expiry.check('start');
 
     this.inbound = new InboundDelivery(() => this.routes, () => this.config.policy, sockets, config.capture.mark, log);
     this.listener = new QuicListener({
@@ -123,6 +138,7 @@ export class Daemon {
       peers: () => this.config.peers,
       trustDomain: config.tls.trustDomain,
       quicheConfig: () => this.serverConfig,
+      ownValidity: () => this.credentials,
       resetKey: this.credentials.resetKey,
       keepAliveMs: config.tunnel.keepAliveMs,
       maxDatagramBytes: config.tunnel.maxDatagramBytes,
@@ -139,6 +155,7 @@ export class Daemon {
       localHost: config.listen.quic.host,
       trustDomain: config.tls.trustDomain,
       quicheConfig: () => this.clientConfig,
+      ownValidity: () => this.credentials,
       tunnel: config.tunnel,
       log: log.child({ component: 'tunnel' }),
     });
@@ -167,6 +184,7 @@ export class Daemon {
     while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const unfinished = open();
     if (unfinished > 0) this.log.warn({ unfinished }, 'grace period over; resetting the rest');
+    this.expiry.stop();
     this.pool?.stop();
     await this.listener?.stop();
     await this.admin?.stop();

@@ -10,6 +10,7 @@ import type { TlsMaterial } from '../tunnel/quiche.js';
 import { checkPeerCertificate } from './peer-identity.js';
 
 export interface Credentials extends TlsMaterial {
+  readonly notBefore: Date;
   readonly notAfter: Date;
   readonly identity: string;
   /** Secret for stateless-reset tokens: stable across restarts, never leaves the host. */
@@ -62,6 +63,7 @@ export function loadCredentials(config: Config): Credentials {
     caPem,
     certPem: Buffer.from(leafPem),
     keyPem: Buffer.from(key.export({ type: 'pkcs8', format: 'pem' }) as string),
+    notBefore: new Date(leaf.validFrom),
     notAfter: new Date(leaf.validTo),
     identity: own.ok ? own.uri : '',
     resetKey,

@@ -19,15 +19,25 @@ export interface InboundCounters {
   denied: number; // bad header, destination not local, source not the peer's
   deniedByPolicy: number; // the policy's first matching rule (or its default) said deny
   connectFailed: number;
+  closedByPolicy: number; // open when a reloaded policy denied them, and reset (reload.deniedConnections close)
   active: number;
+}
+
+/** An open delivered connection, kept so a reloaded policy can judge it again. */
+interface OpenFlow {
+  readonly pipe: StreamPipe;
+  readonly peer: string;
+  readonly header: StreamHeader;
+  readonly fields: Record<string, unknown>;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export class InboundDelivery {
-  readonly counters: InboundCounters = { accepted: 0, denied: 0, deniedByPolicy: 0, connectFailed: 0, active: 0 };
+  readonly counters: InboundCounters = { accepted: 0, denied: 0, deniedByPolicy: 0, connectFailed: 0, closedByPolicy: 0, active: 0 };
   private markWarned = false;
   private accepting = true;
+  private readonly open = new Map<StreamPipe, OpenFlow>();
   private readonly log: Logger;
 
   constructor(
@@ -51,6 +61,7 @@ export class InboundDelivery {
     let fields: Record<string, unknown> = { peer: peer.name, stream: id };
     this.counters.active++;
     const pipe = new StreamPipe(conn, id, (summary) => {
+      this.open.delete(pipe);
       this.counters.active--;
       this.log.info({ direction: 'inbound', ...fields, ...summary }, 'connection closed');
     });
@@ -104,6 +115,7 @@ export class InboundDelivery {
       pipe.abort(`denied by policy (${decision.rule})`, AppError.DENIED);
       return;
     }
+    this.open.set(pipe, { pipe, peer: peer.name, header: h, fields });
     const socket = this.connect(dst.ip.text, dst.port, dst.ip.family);
     socket.setNoDelay(true);
     let connected = false;
@@ -111,6 +123,10 @@ export class InboundDelivery {
     socket.once('connect', () => {
       connected = true;
       clearTimeout(timer);
+      if (!this.open.has(pipe)) {
+        socket.destroy(); // closed by a reload while connecting
+        return;
+      }
       this.counters.accepted++;
       pipe.attach(socket, null, firstBytes);
     });
@@ -121,6 +137,27 @@ export class InboundDelivery {
       this.log.warn({ ...fields, err: err.code ?? err.message }, 'destination connect failed');
       pipe.abort(`connect failed: ${err.code ?? err.message}`, AppError.CONNECT_FAILED);
     });
+  }
+
+  /**
+   * After a reload: judges every open connection by the new policy. Denied ones are reset
+   * (mode close) or logged and left to finish (mode finish).
+   */
+  reviewOpen(mode: 'close' | 'finish'): void {
+    const policy = this.policy();
+    for (const flow of [...this.open.values()]) {
+      const h = flow.header;
+      const decision = evaluatePolicy(policy, { fromPeer: flow.peer, source: h.source.ip, destination: h.destination.ip, port: h.destination.port });
+      if (decision.action !== 'deny') continue;
+      if (mode === 'finish') {
+        this.log.info({ ...flow.fields, rule: decision.rule }, 'open connection now denied by policy; left to finish (reload.deniedConnections)');
+        continue;
+      }
+      this.counters.closedByPolicy++;
+      this.open.delete(flow.pipe);
+      this.log.warn({ ...flow.fields, reason: 'denied by reloaded policy', rule: decision.rule }, 'open connection closed');
+      flow.pipe.abort(`denied by policy (${decision.rule})`, AppError.DENIED);
+    }
   }
 
   private connect(host: string, port: number, family: 4 | 6): net.Socket {

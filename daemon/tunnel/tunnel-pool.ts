@@ -36,13 +36,19 @@ export class TunnelPool {
     }
   }
 
-  async openStream(peerName: string, socket: net.Socket, header: StreamHeader, onDone: (s: PipeSummary) => void): Promise<void> {
+  /** Resolves with the stream's pipe, or null if the client left while the tunnel came up. */
+  /** Re-establishes every tunnel make-before-break (new credentials were loaded). */
+  renewAll(reason: string): void {
+    for (const t of this.tunnels.values()) t.renew(reason);
+  }
+
+  async openStream(peerName: string, socket: net.Socket, header: StreamHeader, onDone: (s: PipeSummary) => void): Promise<StreamPipe | null> {
     const tunnel = this.tunnels.get(peerName);
     if (!tunnel) throw new QmeshError(ErrorCodes.NO_ROUTE, `no tunnel for peer ${peerName}`);
     const conn = await tunnel.ready();
     if (socket.destroyed) {
       onDone({ bytesToPeer: 0, bytesFromPeer: 0, outcome: 'client left before the tunnel was ready', durationMs: 0 });
-      return;
+      return null;
     }
     if (conn.streamsLeft() <= 0) {
       throw new QmeshError(ErrorCodes.TUNNEL_DOWN, `peer ${peerName} allows no more concurrent streams (tunnel.maxStreams on the peer)`);
@@ -52,6 +58,7 @@ export class TunnelPool {
     conn.addStream(pipe);
     // The header and the request's first bytes leave in one packet when the client has already sent them.
     pipe.attach(socket, encodeStreamHeader(header), null, true);
+    return pipe;
   }
 
   stop(): void {
