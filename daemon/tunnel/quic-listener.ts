@@ -21,7 +21,7 @@ import { newTrafficCounters, TunnelConnection, type TrafficCounters } from './tu
 import { UdpSender } from './udp-sender.js';
 import { mintRetryToken, verifyRetryToken } from './retry-token.js';
 
-/** How often a superseded connection is checked; silent for SILENT_CHECKS checks means the peer left it. */
+/** How often a superseded connection is checked for silence (no datagram for 3 keep-alives: the peer left it). */
 const SUPERSEDED_POLL_MS = 250;
 
 /** 'under-load' starts answering with Retry once this many handshakes are in progress. */
@@ -239,9 +239,10 @@ export class QuicListener {
   }
 
   /**
-   * The peer dialled again. If the old connection still carries streams it is re-establishing
-   * make-before-break: the old one closes when its streams are done (the peer usually closes it
-   * first). If it falls silent the peer restarted or lost the path: close it at once.
+   * The peer dialled again. Re-establishing make-before-break, it still uses the old connection
+   * until ours is confirmed on its side, then closes the old one once its streams are done: so
+   * the old one is left to the peer. If it falls silent the peer restarted or lost the path:
+   * then it is closed here (its streams are dead anyway).
    */
   private supersede(previous: TunnelConnection, log: Logger): void {
     const silentAfter = Math.max(3, Math.ceil((3 * this.opts.keepAliveMs) / SUPERSEDED_POLL_MS));
@@ -249,10 +250,6 @@ export class QuicListener {
     let quiet = 0;
     const check = (): void => {
       if (previous.closed) return;
-      if (previous.streams.size === 0) {
-        previous.close(0x5, 'replaced by a newer connection');
-        return;
-      }
       quiet = previous.datagramsIn === seen ? quiet + 1 : 0;
       seen = previous.datagramsIn;
       if (quiet >= silentAfter) {
