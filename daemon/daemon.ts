@@ -8,7 +8,8 @@ import { CaptureListener } from './capture/capture-listener.js';
 import { linuxSocketOptions, type SocketOptions } from './capture/socket-options.js';
 import type { Config } from './config/load.js';
 import { restartOnlyChanges } from './config/reload-check.js';
-import { loadCredentials, type Credentials } from './identity/credentials.js';
+import { issuedByAny, loadCredentials, parseCaBundle, type Credentials } from './identity/credentials.js';
+import type { TunnelConnection } from './tunnel/tunnel-connection.js';
 import { InboundDelivery } from './inbound/delivery.js';
 import { RuleManager } from './iptables/manager.js';
 import type { Logger } from './log.js';
@@ -105,6 +106,17 @@ export class Daemon {
     // Open connections are judged by the new policy too (reload.deniedConnections).
     this.capture.reviewOpen(next.reload.deniedConnections);
     this.inbound.reviewOpen(next.reload.deniedConnections);
+    // A peer whose certificate the new CA bundle no longer covers loses its connections now (fail closed).
+    if (!sameBytes(previous.caPem, credentials.caPem)) {
+      const cas = parseCaBundle(credentials.caPem);
+      const untrusted = (c: TunnelConnection): boolean => {
+        const der = c.quic.peerCertChain()?.[0];
+        return der !== undefined && !issuedByAny(der, cas);
+      };
+      const reason = 'peer certificate no longer trusted (CA removed from tls.ca)';
+      this.listener.closeUntrusted(untrusted, reason);
+      this.pool.closeUntrusted(untrusted, reason);
+    }
     // Tunnels we dialled move to the new certificates without dropping a stream.
     if (newCredentials) this.pool.renewAll('new certificates loaded');
     this.expiry.check('reload');
@@ -146,7 +158,7 @@ export class Daemon {
       maxHandshakes: Math.max(8, config.peers.length * 2),
       addressValidation: config.tunnel.addressValidation as 'always' | 'under-load' | 'never',
       onStream: (conn, peer, id) => this.inbound.onStream(conn, peer, id),
-      onPeerUp: (peer) => this.pool?.tunnels.get(peer.name)?.peerIsUp(),
+      onPeerUp: (peer, cert) => this.pool?.tunnels.get(peer.name)?.peerIsUp(cert),
       log,
     });
     await this.listener.start();

@@ -27,6 +27,21 @@ function read(path: string, what: string, key: string): Buffer {
   }
 }
 
+/** The certificates of a PEM CA bundle; throws on one that does not parse. */
+export function parseCaBundle(caPem: Uint8Array): crypto.X509Certificate[] {
+  return (Buffer.from(caPem).toString('utf8').match(PEM_CERT) ?? []).map((p) => new crypto.X509Certificate(p));
+}
+
+/** Whether a leaf (DER) was signed by one of `cas`: a peer still trusted after the bundle changed. */
+export function issuedByAny(leafDer: Uint8Array, cas: readonly crypto.X509Certificate[]): boolean {
+  try {
+    const leaf = new crypto.X509Certificate(leafDer);
+    return cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey));
+  } catch {
+    return false;
+  }
+}
+
 export function loadCredentials(config: Config): Credentials {
   const fail = (msg: string): never => {
     throw new QmeshError(ErrorCodes.TLS_FILES, msg);

@@ -13,7 +13,7 @@ import { ErrorCodes, QmeshError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkPeerCertificate } from '../identity/peer-identity.js';
 import { earliest, renewMarginMs, timerAt, type Validity } from '../identity/validity.js';
-import { CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
+import { AppError, CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
 import { newTrafficCounters, TunnelConnection } from './tunnel-connection.js';
 import { UdpSender } from './udp-sender.js';
 
@@ -120,10 +120,19 @@ export class PeerTunnel {
   }
 
   /** The peer just reached us, so it is up: skip whatever back-off is left. */
-  peerIsUp(): void {
+  /**
+   * A peer's connection to us was verified. If our tunnel presents another certificate of that
+   * peer, the peer rotated it: re-establish ours too, so no tunnel keeps an older authentication.
+   */
+  peerIsUp(peerCert?: Uint8Array): void {
     if (this.state === 'down') {
       this.backoffMs = this.opts.tunnel.reconnectMinMs;
       this.dial();
+      return;
+    }
+    const ours = this.connection?.verified ? this.connection.quic.peerCertChain()?.[0] : undefined;
+    if (this.state === 'up' && peerCert && ours && Buffer.compare(Buffer.from(peerCert), Buffer.from(ours)) !== 0) {
+      this.renew('peer presented a new certificate');
     }
   }
 
@@ -325,6 +334,16 @@ export class PeerTunnel {
     leg.timer = setTimeout(() => fail(`no handshake within ${this.opts.tunnel.connectTimeoutMs} ms`), this.opts.tunnel.connectTimeoutMs);
     this.renewal = leg;
     this.log.info({ reason }, 're-establishing tunnel (make-before-break)');
+  }
+
+  /** Closes the live and retiring connections `untrusted` rejects (the CA bundle changed): fail closed. */
+  closeUntrusted(untrusted: (c: TunnelConnection) => boolean, reason: string): void {
+    for (const old of this.retiring) if (untrusted(old.conn)) old.conn.close(AppError.IDENTITY, reason);
+    const c = this.connection;
+    if (c?.verified && untrusted(c)) {
+      this.log.warn({ reason }, 'closing tunnel');
+      c.close(AppError.IDENTITY, reason); // lost() re-dials with the new bundle
+    }
   }
 
   /** The renewed connection is confirmed by the peer: new streams go to it, the old one retires. */

@@ -15,7 +15,7 @@ import { ErrorCodes, QmeshError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkPeerCertificate } from '../identity/peer-identity.js';
 import { earliest, timerAt, type Validity } from '../identity/validity.js';
-import { CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
+import { AppError, CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
 import type { StreamPipe } from './stream-pipe.js';
 import { newTrafficCounters, TunnelConnection, type TrafficCounters } from './tunnel-connection.js';
 import { UdpSender } from './udp-sender.js';
@@ -44,7 +44,7 @@ export interface QuicListenerOptions {
   readonly addressValidation: 'always' | 'under-load' | 'never';
   readonly onStream: (conn: TunnelConnection, peer: PeerConfig, streamId: number) => StreamPipe | null;
   /** A peer's connection to us was verified: the peer is up (our own tunnel to it may re-dial now). */
-  readonly onPeerUp?: (peer: PeerConfig) => void;
+  readonly onPeerUp?: (peer: PeerConfig, peerCert: Uint8Array | undefined) => void;
   readonly log: Logger;
 }
 
@@ -207,7 +207,7 @@ export class QuicListener {
               c.close(0x5, 'certificate expired');
             });
           }
-          this.opts.onPeerUp?.(peer);
+          this.opts.onPeerUp?.(peer, c.quic.peerCertChain()?.[0]);
         },
         onNewStream: (c, id) => this.opts.onStream(c, peer, id),
         onClosed: (c, reason) => {
@@ -293,6 +293,15 @@ export class QuicListener {
   /** Closes the connection a peer dialled to us (the peer was removed from the config). */
   dropPeer(name: string, reason: string): void {
     for (const c of this.connections()) if (c.peerName === name) c.close(0x5, reason);
+  }
+
+  /** Closes every accepted connection whose peer certificate `untrusted` rejects (the CA bundle changed). */
+  closeUntrusted(untrusted: (c: TunnelConnection) => boolean, reason: string): void {
+    for (const c of this.connections()) {
+      if (!c.verified || !untrusted(c)) continue;
+      this.log.warn({ peer: c.peerName, reason }, 'closing peer tunnel');
+      c.close(AppError.IDENTITY, reason);
+    }
   }
 
   connections(): TunnelConnection[] {

@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import { PeerTunnel, type PeerTunnelOptions } from './peer-tunnel.js';
 import { encodeStreamHeader, type StreamHeader } from './stream-header.js';
 import { StreamPipe, type PipeSummary } from './stream-pipe.js';
+import type { TunnelConnection } from './tunnel-connection.js';
 
 export type PoolOptions = Omit<PeerTunnelOptions, 'peer'>;
 
@@ -37,6 +38,11 @@ export class TunnelPool {
   }
 
   /** Resolves with the stream's pipe, or null if the client left while the tunnel came up. */
+  /** Closes every connection whose peer certificate `untrusted` rejects. */
+  closeUntrusted(untrusted: (c: TunnelConnection) => boolean, reason: string): void {
+    for (const t of this.tunnels.values()) t.closeUntrusted(untrusted, reason);
+  }
+
   /** Re-establishes every tunnel make-before-break (new credentials were loaded). */
   renewAll(reason: string): void {
     for (const t of this.tunnels.values()) t.renew(reason);

@@ -39,10 +39,10 @@ const waitLogAfter = (h: HostInfo, from: number, pred: (e: any) => boolean, ms: 
  * Runs request/response traffic h1 -> h2 (a new connection each) and one long-lived
  * streaming connection for `durationMs`, while `during` runs; returns both outcomes.
  */
-async function underLoad(durationMs: number, during: () => Promise<void>): Promise<{ results: any[]; ticker: any }> {
+async function underLoad(durationMs: number, during: (tickerDone: Promise<any>) => Promise<void>, tickerMs = durationMs): Promise<{ results: any[]; ticker: any }> {
   const fn1 = h1.functions[0]!;
   const target = h2.functions[0]!.ip;
-  const ticker = fnClient(mesh, fn1.ns, 'ticker', { ip: target, port: ECHO_PORT, tickBytes: 2048, tickMs: 50, durationMs, timeoutMs: durationMs + 20_000 });
+  const ticker = fnClient(mesh, fn1.ns, 'ticker', { ip: target, port: ECHO_PORT, tickBytes: 2048, tickMs: 50, durationMs: tickerMs, timeoutMs: tickerMs + 20_000 });
   const results: any[] = [];
   const started = Date.now();
   const loop = (async () => {
@@ -51,7 +51,7 @@ async function underLoad(durationMs: number, during: () => Promise<void>): Promi
     }
   })();
   await sleep(500);
-  await during();
+  await during(ticker);
   await loop;
   return { results, ticker: await ticker };
 }
@@ -106,7 +106,9 @@ describe('certificate rotation (file watcher, make-before-break)', () => {
     const reloaded = async (h: HostInfo, from: number, what: string): Promise<void> => {
       await waitLogAfter(h, from, (e) => e.msg === 'configuration reloaded', 15_000, what);
     };
-    const { results, ticker } = await underLoad(12_000, async () => {
+    // The long-lived connection ends before the old CA goes: one still riding a connection that
+    // the old CA authenticated would be reset then (fail closed; README "Rotation runbook").
+    const { results, ticker } = await underLoad(14_000, async (tickerDone) => {
       // 1. Both CAs trusted everywhere.
       let m1 = mark(h1);
       let m2 = mark(h2);
@@ -120,14 +122,18 @@ describe('certificate rotation (file watcher, make-before-break)', () => {
         deploy(nextDir, h);
         await waitLogAfter(h, m, (e) => e.msg === 'tunnel re-established', 15_000, `${h.name} on the new CA`);
       }
-      // 3. The old CA leaves the bundle.
+      // 3. The old CA leaves the bundle (once the long-lived connection opened under it has ended).
+      await tickerDone;
+      await sleep(500); // the connection that carried it closes once its last stream is done
       m1 = mark(h1);
       m2 = mark(h2);
       fs.writeFileSync(path.join(pki(), 'ca.crt.tmp'), newCa);
       fs.renameSync(path.join(pki(), 'ca.crt.tmp'), path.join(pki(), 'ca.crt'));
       await waitLogAfter(h1, m1, (e) => e.msg === 'tunnel re-established', 15_000, 'h1 re-dials with only the new CA');
       await waitLogAfter(h2, m2, (e) => e.msg === 'tunnel re-established', 15_000, 'h2 re-dials with only the new CA');
-    });
+      // Every connection in use was authenticated by the new CA: none had to be closed.
+      expect([...logFrom(h1, m1), ...logFrom(h2, m2)].filter((e) => e.reason?.startsWith('peer certificate no longer trusted'))).toEqual([]);
+    }, 5_000);
     console.log(`CA rotation: ${results.length} requests, ${failed(results).length} failed; ticker ${JSON.stringify(ticker)}`);
     expect(results.length).toBeGreaterThan(3);
     expect(failed(results)).toEqual([]);
@@ -137,39 +143,81 @@ describe('certificate rotation (file watcher, make-before-break)', () => {
     expect(after.error).toBeNull();
   }, 120_000);
 
-  it('warns about a short-lived certificate and re-dials before the peer\'s certificate expires', async () => {
-    // h2 gets a certificate ending in 40 s (its notBefore is a minute back for clock skew).
+  it('warns about a short-lived certificate; peers follow its rotation, re-dial before it expires and close at its end (fail closed)', async () => {
+    // h2 gets a certificate ending in 30 s (its notBefore is a minute back for clock skew: margin 9 s).
     let m2 = mark(h2);
-    const short = await issueHost({ dir: path.join(mesh.dir, 'pki-next'), name: h2.name, lifetimeMs: 40_000 });
-    deploy(path.join(mesh.dir, 'pki-next'), h2);
+    const m1 = mark(h1);
+    const nextDir = path.join(mesh.dir, 'pki-next');
+    const short = await issueHost({ dir: nextDir, name: h2.name, lifetimeMs: 30_000 });
+    deploy(nextDir, h2);
     const warning = await waitLogAfter(h2, m2, (e) => e.msg?.startsWith('own certificate expires soon'), 15_000, 'expiry warning');
     expect(warning.level).toBe('warn');
-    expect(warning.expiresInSeconds).toBeLessThanOrEqual(40);
+    expect(warning.expiresInSeconds).toBeLessThanOrEqual(30);
     const s2 = await mesh.status(h2);
     expect(s2.certificate).toMatchObject({ notAfter: short.notAfter.toISOString(), expiringSoon: true });
-    expect(s2.certificate.expiresInSeconds).toBeLessThanOrEqual(40);
-    // h1 re-dials (new certificate of its own) and so authenticates h2's short certificate.
-    const m1 = mark(h1);
-    await issueHost({ dir: path.join(mesh.dir, 'pki-next'), name: h1.name, lifetimeMs: 45 * 3_600_000 });
-    deploy(path.join(mesh.dir, 'pki-next'), h1);
-    await waitLogAfter(h1, m1, (e) => e.msg === 'tunnel re-established' && e.peerNotAfter === short.notAfter.toISOString(), 15_000, 'h1 tunnel on h2\'s short certificate');
-    // h2 gets a long certificate again; h1 learns it only by re-dialling before the short one ends.
-    m2 = mark(h2);
-    const long = await issueHost({ dir: path.join(mesh.dir, 'pki-next'), name: h2.name, lifetimeMs: 44 * 3_600_000 });
-    deploy(path.join(mesh.dir, 'pki-next'), h2);
-    await waitLogAfter(h2, m2, (e) => e.msg === 'configuration reloaded', 15_000, 'h2 reloads its long certificate');
-    const redial = await waitLogAfter(
+    expect(s2.certificate.expiresInSeconds).toBeLessThanOrEqual(30);
+    // h2's re-dial to h1 shows h1 the new certificate: h1 re-establishes its own tunnel to h2.
+    const followed = await waitLogAfter(h1, m1, (e) => e.msg === 'tunnel re-established' && e.peerNotAfter === short.notAfter.toISOString(), 15_000, 'h1 follows h2\'s rotation');
+    expect(followed.reason).toBe('peer presented a new certificate');
+    // Before the short certificate ends, h1 tries to re-establish (h2 still presents the same one)...
+    const early = await waitLogAfter(h1, m1, (e) => e.msg === 're-establishing tunnel (make-before-break)' && e.reason?.includes('expires soon'), 40_000, 'h1 re-dials before expiry');
+    expect(new Date(early.time).getTime()).toBeLessThan(short.notAfter.getTime());
+    // ...and at its end closes the tunnel: nothing is carried on an expired authentication.
+    // (h2 closes its side at the same instant, so either end may be first.)
+    await waitLogAfter(
       h1,
       m1,
-      (e) => e.msg === 'tunnel re-established' && e.reason?.includes('expires soon'),
-      45_000,
-      'h1 re-dials before h2\'s short certificate expires',
+      (e) => e.msg === 'a certificate this tunnel was authenticated with expired; closing it' || (e.msg === 'tunnel down' && /certificate expired/.test(e.reason ?? '')),
+      20_000,
+      'the tunnel closes at expiry',
     );
-    expect(redial.peerNotAfter).toBe(long.notAfter.toISOString());
-    expect(new Date(redial.time).getTime()).toBeLessThan(short.notAfter.getTime());
-    // Traffic still flows after the short certificate's end.
-    await sleep(Math.max(0, short.notAfter.getTime() - Date.now() + 1000));
-    const r = await fnClient(mesh, h1.functions[0]!.ns, 'rpc', { ip: h2.functions[0]!.ip, port: RPC_PORT, requestBytes: 10, timeoutMs: 10_000 });
-    expect(r.error).toBeNull();
+    const request = () => fnClient(mesh, h1.functions[0]!.ns, 'rpc', { ip: h2.functions[0]!.ip, port: RPC_PORT, requestBytes: 10, timeoutMs: 10_000 });
+    const refused = await request();
+    expect(refused.error).not.toBeNull();
+    expect(refused.replyBytes).toBe(0);
+    // A valid certificate deployed on h2: traffic flows again.
+    m2 = mark(h2);
+    const long = await issueHost({ dir: nextDir, name: h2.name, lifetimeMs: 44 * 3_600_000 });
+    deploy(nextDir, h2);
+    await waitLogAfter(h2, m2, (e) => e.msg === 'configuration reloaded', 15_000, 'h2 reloads its long certificate');
+    await waitFor(async () => (await request()).error === null, 20_000, 'traffic flows again');
+    expect(logFrom(h1, m1).some((e) => (e.msg === 'tunnel up' || e.msg === 'tunnel re-established') && e.peerNotAfter === long.notAfter.toISOString())).toBe(true);
+  }, 120_000);
+
+  it('closes at once the tunnels of a peer whose CA leaves this host\'s bundle (fail closed), and re-dials when it is back', async () => {
+    const thirdDir = path.join(mesh.dir, 'pki-third');
+    await initCa({ dir: thirdDir, trustDomain: mesh.trustDomain });
+    await issueHost({ dir: thirdDir, name: h2.name, lifetimeMs: 43 * 3_600_000 });
+    const nextCa = fs.readFileSync(path.join(mesh.dir, 'pki-next', 'ca.crt'), 'utf8');
+    const thirdCa = fs.readFileSync(path.join(thirdDir, 'ca.crt'), 'utf8');
+    // Both hosts trust both CAs; host-2 moves to a certificate of the third CA.
+    let m1 = mark(h1);
+    let m2 = mark(h2);
+    fs.writeFileSync(path.join(pki(), 'ca.crt.tmp'), nextCa + thirdCa);
+    fs.renameSync(path.join(pki(), 'ca.crt.tmp'), path.join(pki(), 'ca.crt'));
+    await waitLogAfter(h1, m1, (e) => e.msg === 'configuration reloaded', 15_000, 'h1 trusts the third CA');
+    await waitLogAfter(h2, m2, (e) => e.msg === 'configuration reloaded', 15_000, 'h2 trusts the third CA');
+    m2 = mark(h2);
+    deploy(thirdDir, h2);
+    await waitLogAfter(h2, m2, (e) => e.msg === 'tunnel re-established', 15_000, 'h2 on the third CA');
+    const request = () => fnClient(mesh, h1.functions[0]!.ns, 'rpc', { ip: h2.functions[0]!.ip, port: RPC_PORT, requestBytes: 10, timeoutMs: 10_000 });
+    expect((await request()).error).toBeNull();
+    // host-1 drops the third CA: every connection with host-2 closes now, not when the certificate expires.
+    fs.writeFileSync(path.join(mesh.dir, 'h1-ca.crt'), nextCa);
+    m1 = mark(h1);
+    mesh.writeConfig(h1, { configFor: () => ({ tls: { ca: 'h1-ca.crt' } }) });
+    await waitLogAfter(h1, m1, (e) => e.msg === 'configuration reloaded', 15_000, 'h1 without the third CA');
+    const closing = logFrom(h1, m1).filter((e) => e.reason === 'peer certificate no longer trusted (CA removed from tls.ca)');
+    // Both the connection host-2 dialled to us and the one we dialled to it.
+    expect(closing.map((e) => e.msg)).toEqual(expect.arrayContaining(['closing peer tunnel', 'closing tunnel']));
+    const refused = await request();
+    expect(refused.error).not.toBeNull();
+    expect(refused.replyBytes).toBe(0);
+    expect((await mesh.status(h1)).peers[0].outbound.state).not.toBe('up');
+    // The third CA back in host-1's bundle: the tunnel comes up again.
+    m1 = mark(h1);
+    mesh.writeConfig(h1, {});
+    await waitLogAfter(h1, m1, (e) => e.msg === 'configuration reloaded', 15_000, 'h1 with the third CA again');
+    await waitFor(async () => (await request()).error === null, 20_000, 'traffic flows again');
   }, 120_000);
 });
