@@ -24,7 +24,6 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  if (process.env.ROT_DEBUG) for (const h of mesh.hosts) console.log(`--- ${h.name}\n` + (mesh.daemons.get(h.name)?.log ?? []).filter((l) => !l.includes('connection closed')).slice(-60).join('\n'));
   await destroyMesh(mesh);
 }, 60_000);
 
