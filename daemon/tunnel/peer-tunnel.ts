@@ -171,7 +171,13 @@ export class PeerTunnel {
       sendBufferSize: 4 << 20,
     });
     socket.on('error', (err: NodeJS.ErrnoException) => onError(`udp ${err.code ?? err.message}`));
-    socket.bind({ address: this.opts.localHost, port: 0 }, () => socket.connect(endpoint.port, endpoint.host, onConnected));
+    socket.bind({ address: this.opts.localHost, port: 0 }, () => {
+      try {
+        socket.connect(endpoint.port, endpoint.host, onConnected);
+      } catch (err) {
+        onError(String((err as Error).message)); // closed meanwhile (tunnel stopped or renewal abandoned)
+      }
+    });
     return socket;
   }
 
@@ -308,7 +314,7 @@ export class PeerTunnel {
     this.renewRetry = null;
     this.abandonRenewal();
     const own = this.opts.ownValidity();
-    const leg: Leg = { socket: null as unknown as dgram.Socket, conn: null, own, peer: null, timer: null };
+    let leg!: Leg;
     const fail = (why: string): void => {
       if (this.renewal === leg) this.renewalFailed(reason, why);
     };
@@ -330,8 +336,8 @@ export class PeerTunnel {
       );
       leg.conn.flush();
     });
-    (leg as { socket: dgram.Socket }).socket = socket;
-    leg.timer = setTimeout(() => fail(`no handshake within ${this.opts.tunnel.connectTimeoutMs} ms`), this.opts.tunnel.connectTimeoutMs);
+    const timer = setTimeout(() => fail(`no handshake within ${this.opts.tunnel.connectTimeoutMs} ms`), this.opts.tunnel.connectTimeoutMs);
+    leg = { socket, conn: null, own, peer: null, timer };
     this.renewal = leg;
     this.log.info({ reason }, 're-establishing tunnel (make-before-break)');
   }
