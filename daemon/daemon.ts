@@ -8,7 +8,8 @@ import { CaptureListener } from './capture/capture-listener.js';
 import { linuxSocketOptions, type SocketOptions } from './capture/socket-options.js';
 import type { Config } from './config/load.js';
 import { restartOnlyChanges } from './config/reload-check.js';
-import { loadCredentials, type Credentials } from './identity/credentials.js';
+import { issuedByAny, loadCredentials, parseCaBundle, type Credentials } from './identity/credentials.js';
+import type { TunnelConnection } from './tunnel/tunnel-connection.js';
 import { InboundDelivery } from './inbound/delivery.js';
 import { RuleManager } from './iptables/manager.js';
 import type { Logger } from './log.js';
@@ -19,6 +20,9 @@ import { TunnelPool } from './tunnel/tunnel-pool.js';
 import { buildStatus } from './admin/status.js';
 import { MetricsRegistry } from './admin/metrics.js';
 import { sampleDaemon } from './admin/metrics-sample.js';
+import { ExpiryWatch } from './identity/expiry-watch.js';
+
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
 
 export interface DaemonDeps {
   readonly sockets?: SocketOptions;
@@ -39,6 +43,7 @@ export class Daemon {
   private serverConfig!: QuicheConfig;
 
   private currentConfig: Config;
+  readonly expiry: ExpiryWatch;
 
   constructor(
     config: Config,
@@ -47,6 +52,7 @@ export class Daemon {
   ) {
     this.currentConfig = config;
     this.routes = new RouteTable(config);
+    this.expiry = new ExpiryWatch(() => this.credentials, log.child({ component: 'certificate' }));
   }
 
   /** The config in force; a reload swaps it (with the routes and credentials) in one step. */
@@ -55,10 +61,11 @@ export class Daemon {
   }
 
   /**
-   * Live reload (SIGHUP): validates `next` exactly as check-config does, then swaps config,
+   * Live reload (SIGHUP or a file change, cli/run.ts): validates `next` exactly as check-config does, then swaps config,
    * routes, policy and certificates atomically; peers are added, removed or re-dialled.
    * Anything invalid, or a key only a restart can change, leaves the running config as it is.
-   * New connections get the new policy at once; open ones carry on.
+   * New connections get the new policy at once; open ones it denies are reset or left to
+   * finish (reload.deniedConnections). New certificates: our tunnels are re-dialled make-before-break.
    */
   async reload(next: Config): Promise<{ ok: true } | { ok: false; reason: string }> {
     const log = this.log.child({ component: 'reload' });
@@ -85,6 +92,8 @@ export class Daemon {
     }
     // One synchronous swap: no connection ever sees half of the new state.
     const previousPeers = this.config.peers.map((p) => p.name);
+    const previous = this.credentials;
+    const newCredentials = !sameBytes(previous.caPem, credentials.caPem) || !sameBytes(previous.certPem, credentials.certPem) || !sameBytes(previous.keyPem, credentials.keyPem);
     this.currentConfig = next;
     this.routes = new RouteTable(next);
     this.credentials = credentials;
@@ -94,8 +103,25 @@ export class Daemon {
     this.pool.sync(next.peers);
     const kept = new Set(next.peers.map((p) => p.name));
     for (const name of previousPeers) if (!kept.has(name)) this.listener.dropPeer(name, 'peer removed from config');
+    // Open connections are judged by the new policy too (reload.deniedConnections).
+    this.capture.reviewOpen(next.reload.deniedConnections);
+    this.inbound.reviewOpen(next.reload.deniedConnections);
+    // A peer whose certificate the new CA bundle no longer covers loses its connections now (fail closed).
+    if (!sameBytes(previous.caPem, credentials.caPem)) {
+      const cas = parseCaBundle(credentials.caPem);
+      const untrusted = (c: TunnelConnection): boolean => {
+        const der = c.quic.peerCertChain()?.[0];
+        return der !== undefined && !issuedByAny(der, cas);
+      };
+      const reason = 'peer certificate no longer trusted (CA removed from tls.ca)';
+      this.listener.closeUntrusted(untrusted, reason);
+      this.pool.closeUntrusted(untrusted, reason);
+    }
+    // Tunnels we dialled move to the new certificates without dropping a stream.
+    if (newCredentials) this.pool.renewAll('new certificates loaded');
+    this.expiry.check('reload');
     log.info(
-      { peers: next.peers.map((p) => p.name), notAfter: credentials.notAfter.toISOString(), policyRules: next.policy.rules.length },
+      { peers: next.peers.map((p) => p.name), notAfter: credentials.notAfter.toISOString(), policyRules: next.policy.rules.length, newCredentials },
       'configuration reloaded',
     );
     return { ok: true };
@@ -116,6 +142,7 @@ export class Daemon {
     this.clientConfig = makeQuicheConfig(this.credentials, config.tunnel);
     this.serverConfig = makeQuicheConfig(this.credentials, config.tunnel);
     log.info({ identity: this.credentials.identity, notAfter: this.credentials.notAfter.toISOString() }, 'certificate loaded');
+    this.expiry.check('start');
 
     this.inbound = new InboundDelivery(() => this.routes, () => this.config.policy, sockets, config.capture.mark, log, () => this.config.capture.idleTimeoutMs);
     this.listener = new QuicListener({
@@ -123,6 +150,7 @@ export class Daemon {
       peers: () => this.config.peers,
       trustDomain: config.tls.trustDomain,
       quicheConfig: () => this.serverConfig,
+      ownValidity: () => this.credentials,
       resetKey: this.credentials.resetKey,
       keepAliveMs: config.tunnel.keepAliveMs,
       maxDatagramBytes: config.tunnel.maxDatagramBytes,
@@ -130,7 +158,7 @@ export class Daemon {
       maxHandshakes: Math.max(8, config.peers.length * 2),
       addressValidation: config.tunnel.addressValidation as 'always' | 'under-load' | 'never',
       onStream: (conn, peer, id) => this.inbound.onStream(conn, peer, id),
-      onPeerUp: (peer) => this.pool?.tunnels.get(peer.name)?.peerIsUp(),
+      onPeerUp: (peer, cert) => this.pool?.tunnels.get(peer.name)?.peerIsUp(cert),
       log,
     });
     await this.listener.start();
@@ -139,6 +167,7 @@ export class Daemon {
       localHost: config.listen.quic.host,
       trustDomain: config.tls.trustDomain,
       quicheConfig: () => this.clientConfig,
+      ownValidity: () => this.credentials,
       tunnel: config.tunnel,
       log: log.child({ component: 'tunnel' }),
     });
@@ -167,6 +196,7 @@ export class Daemon {
     while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const unfinished = open();
     if (unfinished > 0) this.log.warn({ unfinished }, 'grace period over; resetting the rest');
+    this.expiry.stop();
     this.pool?.stop();
     await this.listener?.stop();
     await this.admin?.stop();

@@ -39,8 +39,8 @@ export function sampleDaemon(d: Daemon): MetricsSample {
     ready: d.ready,
     certificateNotAfterMs: d.credentials?.notAfter.getTime() ?? null,
     tunnels,
-    capture: c ? { accepted: c.accepted, refused: c.refused, deniedByPolicy: c.deniedByPolicy, limitHits: c.limitHits, idleTimeouts: c.idleTimeouts, active: c.active } : null,
-    inbound: i ? { accepted: i.accepted, denied: i.denied, deniedByPolicy: i.deniedByPolicy, connectFailed: i.connectFailed, idleTimeouts: i.idleTimeouts, active: i.active } : null,
+    capture: c ? { accepted: c.accepted, refused: c.refused, deniedByPolicy: c.deniedByPolicy, limitHits: c.limitHits, idleTimeouts: c.idleTimeouts, closedByPolicy: c.closedByPolicy, active: c.active } : null,
+    inbound: i ? { accepted: i.accepted, denied: i.denied, deniedByPolicy: i.deniedByPolicy, connectFailed: i.connectFailed, idleTimeouts: i.idleTimeouts, closedByPolicy: i.closedByPolicy, active: i.active } : null,
     quic: d.listener ? { droppedDatagrams: d.listener.droppedDatagrams, refusedHandshakes: d.listener.refusedHandshakes } : null,
   };
 }

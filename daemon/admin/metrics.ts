@@ -31,8 +31,8 @@ export interface MetricsSample {
   readonly ready: boolean;
   readonly certificateNotAfterMs: number | null;
   readonly tunnels: readonly TunnelSample[];
-  readonly capture: { readonly accepted: number; readonly refused: number; readonly deniedByPolicy?: number; readonly limitHits?: number; readonly idleTimeouts?: number; readonly active: number } | null;
-  readonly inbound: { readonly accepted: number; readonly denied: number; readonly deniedByPolicy?: number; readonly connectFailed: number; readonly idleTimeouts?: number; readonly active: number } | null;
+  readonly capture: { readonly accepted: number; readonly refused: number; readonly deniedByPolicy?: number; readonly limitHits?: number; readonly idleTimeouts?: number; readonly closedByPolicy?: number; readonly active: number } | null;
+  readonly inbound: { readonly accepted: number; readonly denied: number; readonly deniedByPolicy?: number; readonly connectFailed: number; readonly idleTimeouts?: number; readonly closedByPolicy?: number; readonly active: number } | null;
   readonly quic: { readonly droppedDatagrams: number; readonly refusedHandshakes: number } | null;
 }
 
@@ -117,6 +117,10 @@ export class MetricsRegistry {
     this.counter('inbound_accepted_total', 'Inbound streams delivered to a local destination.', [], (s) => [[{}, s.inbound?.accepted]]);
     this.counter('inbound_denied_total', 'Inbound streams refused: destination outside local.cidrs, source outside the peer\'s cidrs, bad header, draining.', [], (s) => [[{}, s.inbound?.denied]]);
     this.counter('inbound_denied_by_policy_total', 'Inbound streams refused by the policy.', [], (s) => [[{}, s.inbound?.deniedByPolicy]]);
+    this.counter('closed_by_policy_total', 'Open connections reset because a reloaded policy denies them (reload.deniedConnections close).', ['direction'], (s) => [
+      [{ direction: 'outbound' }, s.capture?.closedByPolicy],
+      [{ direction: 'inbound' }, s.inbound?.closedByPolicy],
+    ]);
     this.counter('inbound_connect_failed_total', 'Inbound streams whose TCP connect to the local destination failed.', [], (s) => [[{}, s.inbound?.connectFailed]]);
     this.gauge('inbound_connections_active', 'Inbound streams being delivered now.', [], (s) => [[{}, s.inbound?.active]]);
     this.counter('quic_dropped_datagrams_total', 'Datagrams dropped before quiche: not from a configured peer or not for a known connection.', [], (s) => [[{}, s.quic?.droppedDatagrams]]);

@@ -8,6 +8,7 @@ export interface StatusDocument {
   ready: boolean;
   uptimeSeconds: number;
   certificateNotAfter: string | null;
+  certificate?: { expiresInSeconds: number; expiringSoon: boolean } | null;
   peers: Array<{
     name: string;
     endpoint: string;
@@ -48,6 +49,10 @@ export function renderStatus(s: StatusDocument): string {
   const byPolicy = (n: number | undefined): string => (n === undefined ? '' : `, ${n} denied by policy`);
   if (s.capture) lines.push(`capture: ${s.capture.accepted} accepted, ${s.capture.refused} refused${byPolicy(s.capture.deniedByPolicy)}, ${s.capture.active} open`);
   if (s.inbound) lines.push(`inbound: ${s.inbound.accepted} delivered, ${s.inbound.denied} denied${byPolicy(s.inbound.deniedByPolicy)}, ${s.inbound.connectFailed} connect failed, ${s.inbound.active} open`);
+  if (s.certificate?.expiringSoon) {
+    const left = s.certificate.expiresInSeconds;
+    lines.push(left > 0 ? `WARNING: own certificate expires in ${formatDuration(left)}: issue and deploy a new one` : 'WARNING: own certificate has EXPIRED');
+  }
   lines.push('');
   if (s.peers.length === 0) return [...lines, '(no peers configured)'].join('\n') + '\n';
   const rows = [['PEER', 'ENDPOINT', 'OUTBOUND', 'RTT', 'STREAMS', 'BYTES IN', 'BYTES OUT', 'INBOUND']];

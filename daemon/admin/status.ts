@@ -3,6 +3,7 @@
 // ways (streams and bytes), plus capture and inbound counters.
 import { formatHostPort } from '../config/formats.js';
 import type { Daemon } from '../daemon.js';
+import { expiringSoon } from '../identity/validity.js';
 
 export function buildStatus(d: Daemon): unknown {
   const { config } = d;
@@ -21,6 +22,7 @@ export function buildStatus(d: Daemon): unknown {
         upSince: t?.upSince ? new Date(t.upSince).toISOString() : null,
         handshakes: t?.handshakes ?? 0,
         reconnects: t?.reconnects ?? 0,
+        renewals: t?.renewals ?? 0,
         lastError: t?.lastError ?? null,
         rttMs: path ? Number(path.rttMs.toFixed(3)) : null,
         lostPackets: path?.lost ?? 0,
@@ -46,6 +48,15 @@ export function buildStatus(d: Daemon): unknown {
     node: config.node.name,
     identity: d.credentials?.identity ?? null,
     certificateNotAfter: d.credentials?.notAfter.toISOString() ?? null,
+    certificate: d.credentials
+      ? {
+          identity: d.credentials.identity,
+          notBefore: d.credentials.notBefore.toISOString(),
+          notAfter: d.credentials.notAfter.toISOString(),
+          expiresInSeconds: Math.round((d.credentials.notAfter.getTime() - Date.now()) / 1000),
+          expiringSoon: expiringSoon(d.credentials),
+        }
+      : null,
     ready: d.ready,
     uptimeSeconds: Math.round((Date.now() - d.startedAt) / 1000),
     listen: { quic: formatHostPort(config.listen.quic), capture: config.listen.capture },

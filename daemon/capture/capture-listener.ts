@@ -11,6 +11,8 @@ import { evaluatePolicy, type Policy } from '../policy/policy.js';
 import type { RouteTable } from '../policy/route.js';
 import { setAbortiveClose } from '../tunnel/abortive-close.js';
 import { IDLE_TIMEOUT_OUTCOME } from '../tunnel/stream-pipe.js';
+import { AppError } from '../tunnel/quiche.js';
+import type { StreamPipe } from '../tunnel/stream-pipe.js';
 import type { TunnelPool } from '../tunnel/tunnel-pool.js';
 import type { SocketOptions } from './socket-options.js';
 
@@ -21,15 +23,27 @@ export interface CaptureCounters {
   limitHits: number; // reset because capture.maxConnections (or maxConnectionsPerSource) were open
   sourceLimitHits: number; // of those, reset because their source address had maxConnectionsPerSource open
   idleTimeouts: number; // reset after capture.idleTimeoutMs without a byte either way
+  closedByPolicy: number; // open when a reloaded policy denied them, and reset (reload.deniedConnections close)
   active: number;
+}
+
+/** An open captured connection, kept so a reloaded policy can judge it again. */
+interface OpenFlow {
+  readonly socket: net.Socket;
+  pipe: StreamPipe | null;
+  readonly source: IpAddress;
+  readonly destination: IpAddress;
+  readonly port: number;
+  readonly fields: Record<string, unknown>;
 }
 
 export class CaptureListener {
   private server: net.Server | null = null;
-  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, limitHits: 0, sourceLimitHits: 0, idleTimeouts: 0, active: 0 };
+  readonly counters: CaptureCounters = { accepted: 0, refused: 0, deniedByPolicy: 0, limitHits: 0, sourceLimitHits: 0, idleTimeouts: 0, closedByPolicy: 0, active: 0 };
   /** Open captured connections per source address (the calling function). */
   private readonly perSource = new Map<string, number>();
   private limitLoggedAt = 0;
+  private readonly open = new Set<OpenFlow>();
   private readonly log: Logger;
 
   constructor(
@@ -144,18 +158,44 @@ export class CaptureListener {
     socket.setNoDelay(true);
     setAbortiveClose(socket, true); // already while it waits for the tunnel (see tunnel/abortive-close.ts)
     socket.on('error', () => {});
+    const flow: OpenFlow = { socket, pipe: null, source: srcIp, destination: dstIp, port: dst.port, fields: { peer, ...fields } };
+    this.open.add(flow);
     this.pool
       .openStream(peer, socket, { destination: { ip: dstIp, port: dst.port }, source: { ip: srcIp, port: remotePort } }, (summary) => {
+        this.open.delete(flow);
         released();
         if (summary.outcome === IDLE_TIMEOUT_OUTCOME) {
           this.counters.idleTimeouts++;
           this.log.warn({ direction: 'outbound', peer, ...fields, ...summary, idleTimeoutMs: this.idleTimeoutMs() }, 'idle connection reset (capture.idleTimeoutMs)');
         } else this.log.info({ direction: 'outbound', peer, ...fields, ...summary }, 'connection closed');
       }, this.idleTimeoutMs())
+      .then((pipe) => (flow.pipe = pipe))
       .catch((err: unknown) => {
+        this.open.delete(flow);
         released();
         this.refuse(socket, { peer, ...fields }, (err as Error).message);
       });
+  }
+
+  /**
+   * After a reload: judges every open connection by the new policy. Denied ones are reset
+   * (mode close) or logged and left to finish (mode finish).
+   */
+  reviewOpen(mode: 'close' | 'finish'): void {
+    const { nodeName, policy } = this.policy();
+    for (const flow of [...this.open]) {
+      const decision = evaluatePolicy(policy, { fromPeer: nodeName, source: flow.source, destination: flow.destination, port: flow.port });
+      if (decision.action !== 'deny') continue;
+      if (mode === 'finish') {
+        this.log.info({ ...flow.fields, rule: decision.rule }, 'open connection now denied by policy; left to finish (reload.deniedConnections)');
+        continue;
+      }
+      this.counters.closedByPolicy++;
+      this.open.delete(flow);
+      this.log.warn({ ...flow.fields, reason: 'denied by reloaded policy', rule: decision.rule }, 'open connection closed');
+      if (flow.pipe) flow.pipe.abort(`denied by policy (${decision.rule})`, AppError.DENIED);
+      else flow.socket.resetAndDestroy();
+    }
   }
 
   /** Stops accepting; established connections carry on (daemon.ts drains them). */

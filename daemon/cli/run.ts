@@ -1,6 +1,8 @@
 // `qmesh run`: loads the config, starts the Daemon and maps signals: SIGTERM
-// and SIGINT drain and exit 0 (also when the grace period had to reset some); SIGHUP re-reads the config file and its
-// certificates and reloads them (Daemon.reload; a bad file is refused and logged).
+// and SIGINT drain and exit 0 (also when the grace period had to reset some); SIGHUP,
+// or a change of the config file or its certificate files on disk (config/watch.ts),
+// re-reads them and reloads (Daemon.reload; a bad file is refused and logged, the old
+// config runs on).
 // Under systemd (NOTIFY_SOCKET set) it reports READY=1 once started and
 // STOPPING=1 when a stop begins (admin/systemd-notify.ts).
 // An unexpected exception is a bug: it is logged and the process exits 1 so
@@ -9,6 +11,7 @@ import { loadConfig } from '../config/load.js';
 import { Daemon } from '../daemon.js';
 import { createLogger } from '../log.js';
 import { SystemdNotifier } from '../admin/systemd-notify.js';
+import { contentHash, FileWatcher } from '../config/watch.js';
 
 export async function runCommand(file: string): Promise<void> {
   const config = loadConfig(file, process.env);
@@ -28,6 +31,7 @@ export async function runCommand(file: string): Promise<void> {
     stopping = true;
     log.info({ signal }, 'stopping');
     systemd.stopping(`draining open connections (${signal})`);
+    watcher.close();
     daemon
       .stop()
       .then(() => {
@@ -40,35 +44,54 @@ export async function runCommand(file: string): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  // Reloads run one at a time; a SIGHUP during one runs another afterwards (the file may have changed again).
+  // Reloads run one at a time; a request during one runs another afterwards (the files may have changed again).
+  // SIGHUP always reloads; the file watcher only when the files' content differs from the last attempt.
+  const watchedFiles = (): string[] => [config.file, daemon.config.tls.ca, daemon.config.tls.cert, daemon.config.tls.key];
+  let lastHash = contentHash(watchedFiles());
   let reloading: Promise<void> | null = null;
-  let reloadAgain = false;
-  const reload = (): void => {
+  let again: 'SIGHUP' | 'file change' | null = null;
+  const reload = (trigger: 'SIGHUP' | 'file change'): void => {
     if (stopping || !daemon.ready) return;
     if (reloading) {
-      reloadAgain = true;
+      if (again !== 'SIGHUP') again = trigger;
       return;
     }
-    log.info({ file: config.file }, 'SIGHUP: reloading configuration');
+    const hash = contentHash(watchedFiles());
+    if (trigger === 'file change' && hash === lastHash) {
+      log.debug({ file: config.file }, 'files touched but their content is unchanged; nothing to reload');
+      return;
+    }
+    lastHash = hash;
+    log.info({ file: config.file, trigger }, `${trigger}: reloading configuration`);
     systemd.reloading('reloading configuration');
     reloading = (async () => {
       try {
-        await daemon.reload(loadConfig(file, process.env));
+        const result = await daemon.reload(loadConfig(file, process.env));
+        // The new config may name other certificate files; the hash covers what was just read.
+        if (result.ok) {
+          watcher.watch(watchedFiles());
+          lastHash = contentHash(watchedFiles());
+        }
       } catch (err) {
         log.error({ file: config.file, reason: (err as Error).message }, 'reload rejected; the running configuration stays');
       }
     })().finally(() => {
       reloading = null;
       if (!stopping) systemd.ready(`ready: ${daemon.config.peers.length} peer(s)`);
-      if (reloadAgain) {
-        reloadAgain = false;
-        reload();
+      if (again) {
+        const next = again;
+        again = null;
+        reload(next);
       }
     });
   };
-  process.on('SIGHUP', reload);
+  const watcher = new FileWatcher(() => daemon.config.reload.debounceMs, () => {
+    if (daemon.config.reload.watch) reload('file change');
+  }, log.child({ component: 'reload' }));
+  process.on('SIGHUP', () => reload('SIGHUP'));
   try {
     await daemon.start();
+    watcher.watch(watchedFiles());
     if (!stopping) systemd.ready(`ready: ${config.peers.length} peer(s)`);
   } catch (err) {
     log.error({ err: String((err as Error).message ?? err) }, 'start failed');

@@ -38,6 +38,7 @@ export interface Config {
   };
   readonly drain: { readonly graceMs: number };
   readonly capture: { readonly mark: number; readonly maxConnections: number; readonly maxConnectionsPerSource: number; readonly idleTimeoutMs: number; readonly applyRules: boolean };
+  readonly reload: { readonly watch: boolean; readonly debounceMs: number; readonly deniedConnections: 'close' | 'finish' };
 }
 
 const fail = (file: string, message: string, cause?: unknown): never => {
@@ -102,6 +103,7 @@ export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = 
     tunnel: { ...v.tunnel },
     drain: { ...v.drain },
     capture: { ...v.capture },
+    reload: { ...v.reload },
   };
   checkInvariants(config);
   return deepFreeze(config);

@@ -225,6 +225,26 @@ export const schema = {
       env: 'QMESH_DRAIN_GRACE_MS',
     },
   },
+  reload: {
+    watch: {
+      doc: 'Reload when the config file or tls.ca / tls.cert / tls.key change on disk (their folders are watched, so a replace by rename is seen), as SIGHUP does.',
+      format: Boolean,
+      default: true,
+      env: 'QMESH_RELOAD_WATCH',
+    },
+    debounceMs: {
+      doc: 'A burst of file changes (and SIGHUPs) within this long becomes one reload.',
+      format: positiveInt(0, 60_000),
+      default: 500,
+      env: 'QMESH_RELOAD_DEBOUNCE_MS',
+    },
+    deniedConnections: {
+      doc: 'Open connections a reloaded policy denies: close (reset them at once) or finish (let them run to their end).',
+      format: ['close', 'finish'],
+      default: 'close',
+      env: 'QMESH_RELOAD_DENIED_CONNECTIONS',
+    },
+  },
   capture: {
     mark: {
       doc: 'SO_MARK the daemon sets on its own TCP sockets; capture rules skip packets carrying it so nothing loops.',

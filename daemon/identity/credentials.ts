@@ -10,6 +10,7 @@ import type { TlsMaterial } from '../tunnel/quiche.js';
 import { checkPeerCertificate } from './peer-identity.js';
 
 export interface Credentials extends TlsMaterial {
+  readonly notBefore: Date;
   readonly notAfter: Date;
   readonly identity: string;
   /** Secret for stateless-reset tokens: stable across restarts, never leaves the host. */
@@ -23,6 +24,21 @@ function read(path: string, what: string, key: string): Buffer {
     return fs.readFileSync(path);
   } catch (err) {
     throw new QmeshError(ErrorCodes.TLS_FILES, `${key}: cannot read ${what} ${path} (${(err as NodeJS.ErrnoException).code}); create it with \`qmesh pki\``, { cause: err });
+  }
+}
+
+/** The certificates of a PEM CA bundle; throws on one that does not parse. */
+export function parseCaBundle(caPem: Uint8Array): crypto.X509Certificate[] {
+  return (Buffer.from(caPem).toString('utf8').match(PEM_CERT) ?? []).map((p) => new crypto.X509Certificate(p));
+}
+
+/** Whether a leaf (DER) was signed by one of `cas`: a peer still trusted after the bundle changed. */
+export function issuedByAny(leafDer: Uint8Array, cas: readonly crypto.X509Certificate[]): boolean {
+  try {
+    const leaf = new crypto.X509Certificate(leafDer);
+    return cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey));
+  } catch {
+    return false;
   }
 }
 
@@ -62,6 +78,7 @@ export function loadCredentials(config: Config): Credentials {
     caPem,
     certPem: Buffer.from(leafPem),
     keyPem: Buffer.from(key.export({ type: 'pkcs8', format: 'pem' }) as string),
+    notBefore: new Date(leaf.validFrom),
     notAfter: new Date(leaf.validTo),
     identity: own.ok ? own.uri : '',
     resetKey,

@@ -43,7 +43,7 @@ export const PeerRefusal = {
 export type PeerRefusalCode = (typeof PeerRefusal)[keyof typeof PeerRefusal];
 
 export type PeerCheck =
-  | { ok: true; name: string; uri: string }
+  | { ok: true; name: string; uri: string; notBefore: Date; notAfter: Date }
   | { ok: false; reason: string; code: PeerRefusalCode };
 
 export interface PeerCheckOptions {
@@ -128,5 +128,5 @@ export function checkPeerCertificate(der: Uint8Array, opts: PeerCheckOptions): P
   if (now.getTime() < leaf.notBefore.getTime()) {
     return refuse(PeerRefusal.NOT_YET_VALID, `peer certificate is not valid before ${leaf.notBefore.toISOString()}; check both hosts' clocks`);
   }
-  return { ok: true, name: id.name, uri };
+  return { ok: true, name: id.name, uri, notBefore: leaf.notBefore, notAfter: leaf.notAfter };
 }

@@ -20,15 +20,25 @@ export interface InboundCounters {
   deniedByPolicy: number; // the policy's first matching rule (or its default) said deny
   connectFailed: number;
   idleTimeouts: number; // reset after capture.idleTimeoutMs without a byte either way
+  closedByPolicy: number; // open when a reloaded policy denied them, and reset (reload.deniedConnections close)
   active: number;
+}
+
+/** An open delivered connection, kept so a reloaded policy can judge it again. */
+interface OpenFlow {
+  readonly pipe: StreamPipe;
+  readonly peer: string;
+  readonly header: StreamHeader;
+  readonly fields: Record<string, unknown>;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export class InboundDelivery {
-  readonly counters: InboundCounters = { accepted: 0, denied: 0, deniedByPolicy: 0, connectFailed: 0, idleTimeouts: 0, active: 0 };
+  readonly counters: InboundCounters = { accepted: 0, denied: 0, deniedByPolicy: 0, connectFailed: 0, idleTimeouts: 0, closedByPolicy: 0, active: 0 };
   private markWarned = false;
   private accepting = true;
+  private readonly open = new Map<StreamPipe, OpenFlow>();
   private readonly log: Logger;
 
   constructor(
@@ -53,6 +63,7 @@ export class InboundDelivery {
     let fields: Record<string, unknown> = { peer: peer.name, stream: id };
     this.counters.active++;
     const pipe = new StreamPipe(conn, id, (summary) => {
+      this.open.delete(pipe);
       this.counters.active--;
       if (summary.outcome === IDLE_TIMEOUT_OUTCOME) {
         this.counters.idleTimeouts++;
@@ -109,6 +120,7 @@ export class InboundDelivery {
       pipe.abort(`denied by policy (${decision.rule})`, AppError.DENIED);
       return;
     }
+    this.open.set(pipe, { pipe, peer: peer.name, header: h, fields });
     const socket = this.connect(dst.ip.text, dst.port, dst.ip.family);
     socket.setNoDelay(true);
     let connected = false;
@@ -116,6 +128,10 @@ export class InboundDelivery {
     socket.once('connect', () => {
       connected = true;
       clearTimeout(timer);
+      if (!this.open.has(pipe)) {
+        socket.destroy(); // closed by a reload while connecting
+        return;
+      }
       this.counters.accepted++;
       pipe.attach(socket, null, firstBytes, false, this.idleTimeoutMs());
     });
@@ -126,6 +142,27 @@ export class InboundDelivery {
       this.log.warn({ ...fields, err: err.code ?? err.message }, 'destination connect failed');
       pipe.abort(`connect failed: ${err.code ?? err.message}`, AppError.CONNECT_FAILED);
     });
+  }
+
+  /**
+   * After a reload: judges every open connection by the new policy. Denied ones are reset
+   * (mode close) or logged and left to finish (mode finish).
+   */
+  reviewOpen(mode: 'close' | 'finish'): void {
+    const policy = this.policy();
+    for (const flow of [...this.open.values()]) {
+      const h = flow.header;
+      const decision = evaluatePolicy(policy, { fromPeer: flow.peer, source: h.source.ip, destination: h.destination.ip, port: h.destination.port });
+      if (decision.action !== 'deny') continue;
+      if (mode === 'finish') {
+        this.log.info({ ...flow.fields, rule: decision.rule }, 'open connection now denied by policy; left to finish (reload.deniedConnections)');
+        continue;
+      }
+      this.counters.closedByPolicy++;
+      this.open.delete(flow.pipe);
+      this.log.warn({ ...flow.fields, reason: 'denied by reloaded policy', rule: decision.rule }, 'open connection closed');
+      flow.pipe.abort(`denied by policy (${decision.rule})`, AppError.DENIED);
+    }
   }
 
   private connect(host: string, port: number, family: 4 | 6): net.Socket {

@@ -4,17 +4,25 @@
 // carry exactly that peer's SPIFFE id. Streams the peer opens go to inbound/.
 // Short packets for connections we no longer know (we restarted) get a
 // stateless reset, so the peer's stale tunnel dies at once instead of idling out.
+// A peer re-establishing its tunnel (certificate rotation) dials a second
+// connection: the old one keeps its streams until they finish, or until it falls
+// silent (the peer restarted). No connection outlives the certificates it was
+// authenticated with.
 import crypto from 'node:crypto';
 import dgram from 'node:dgram';
 import type { PeerConfig } from '../config/load.js';
 import { ErrorCodes, QmeshError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkPeerCertificate } from '../identity/peer-identity.js';
-import { CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
+import { earliest, timerAt, type Validity } from '../identity/validity.js';
+import { AppError, CID_BYTES, literalLookup, quiche, type HostPort, type QuicheConfig } from './quiche.js';
 import type { StreamPipe } from './stream-pipe.js';
 import { newTrafficCounters, TunnelConnection, type TrafficCounters } from './tunnel-connection.js';
 import { UdpSender } from './udp-sender.js';
 import { mintRetryToken, verifyRetryToken } from './retry-token.js';
+
+/** How often a superseded connection is checked for silence (no datagram for 3 keep-alives: the peer left it). */
+const SUPERSEDED_POLL_MS = 250;
 
 /** 'under-load' starts answering with Retry once this many handshakes are in progress. */
 const RETRY_WHEN_HANDSHAKING = 2;
@@ -30,6 +38,8 @@ export interface QuicListenerOptions {
   readonly peers: () => readonly PeerConfig[];
   readonly trustDomain: string;
   readonly quicheConfig: () => QuicheConfig;
+  /** Our own certificate's validity (the one quicheConfig() presents). */
+  readonly ownValidity: () => Validity;
   /** Secret for stateless-reset tokens; derived from the host key so it survives restarts. */
   readonly resetKey: Buffer;
   readonly keepAliveMs: number;
@@ -40,7 +50,7 @@ export interface QuicListenerOptions {
   readonly addressValidation: 'always' | 'under-load' | 'never';
   readonly onStream: (conn: TunnelConnection, peer: PeerConfig, streamId: number) => StreamPipe | null;
   /** A peer's connection to us was verified: the peer is up (our own tunnel to it may re-dial now). */
-  readonly onPeerUp?: (peer: PeerConfig) => void;
+  readonly onPeerUp?: (peer: PeerConfig, peerCert: Uint8Array | undefined) => void;
   readonly log: Logger;
 }
 
@@ -177,6 +187,9 @@ export class QuicListener {
    */
   private accept(msg: Buffer, dcid: Uint8Array, scid: Buffer, odcid: Buffer | null, peer: PeerConfig, from: HostPort): void {
     const config = this.opts.quicheConfig();
+    const own = this.opts.ownValidity();
+    let peerValidity: Validity | null = null;
+    let expiry: NodeJS.Timeout | null = null;
     config.setStatelessResetToken(this.resetToken(scid));
     const quic = quiche.Connection.accept(scid, odcid, this.local, from, config);
     const log = this.log.child({ peer: peer.name, role: 'server' });
@@ -193,19 +206,28 @@ export class QuicListener {
       'server',
       (buf, offset, length, segment) => sender.send(buf, offset, length, segment),
       {
-        verify: (c) => this.verify(c, peer),
+        verify: (c) => this.verify(c, peer, (v) => (peerValidity = v)),
         onEstablished: (c) => {
           handshakeOver();
           const previous = this.fromPeer.get(peer.name);
           this.fromPeer.set(peer.name, c);
-          log.info({ from: `${from.host}:${from.port}` }, 'peer tunnel accepted');
-          // The peer dialled again: its old connection is dead (restart or lost path).
-          if (previous && previous !== c) previous.close(0x5, 'replaced by a newer connection');
-          this.opts.onPeerUp?.(peer);
+          log.info({ from: `${from.host}:${from.port}`, peerNotAfter: peerValidity?.notAfter.toISOString() }, 'peer tunnel accepted');
+          if (previous && previous !== c) this.supersede(previous, log);
+          // Fail closed: the connection ends when a certificate it was authenticated with does.
+          if (peerValidity) {
+            const end = earliest(own, peerValidity).notAfter.getTime();
+            expiry = timerAt(end, () => {
+              if (c.closed) return;
+              log.warn({ notAfter: new Date(end).toISOString() }, 'a certificate this tunnel was authenticated with expired; closing it');
+              c.close(0x5, 'certificate expired');
+            });
+          }
+          this.opts.onPeerUp?.(peer, c.quic.peerCertChain()?.[0]);
         },
         onNewStream: (c, id) => this.opts.onStream(c, peer, id),
         onClosed: (c, reason) => {
           handshakeOver();
+          if (expiry) clearTimeout(expiry);
           for (const k of keys) this.byCid.delete(k);
           if (this.fromPeer.get(peer.name) === c) this.fromPeer.delete(peer.name);
           if (c.verified) log.info({ reason }, 'peer tunnel closed');
@@ -239,13 +261,38 @@ export class QuicListener {
     return t;
   }
 
-  private verify(c: TunnelConnection, peer: PeerConfig): string | null {
+  /**
+   * The peer dialled again. Re-establishing make-before-break, it still uses the old connection
+   * until ours is confirmed on its side, then closes the old one once its streams are done: so
+   * the old one is left to the peer. If it falls silent the peer restarted or lost the path:
+   * then it is closed here (its streams are dead anyway).
+   */
+  private supersede(previous: TunnelConnection, log: Logger): void {
+    const silentAfter = Math.max(3, Math.ceil((3 * this.opts.keepAliveMs) / SUPERSEDED_POLL_MS));
+    let seen = previous.datagramsIn;
+    let quiet = 0;
+    const check = (): void => {
+      if (previous.closed) return;
+      quiet = previous.datagramsIn === seen ? quiet + 1 : 0;
+      seen = previous.datagramsIn;
+      if (quiet >= silentAfter) {
+        log.info({ streams: previous.streams.size }, 'old peer connection went silent; closing it');
+        previous.close(0x5, 'replaced by a newer connection');
+        return;
+      }
+      setTimeout(check, SUPERSEDED_POLL_MS).unref();
+    };
+    check();
+  }
+
+  private verify(c: TunnelConnection, peer: PeerConfig, peerValidity: (v: Validity) => void): string | null {
     const der = c.quic.peerCertChain()?.[0];
     if (!der) return 'peer presented no client certificate';
     // The address says which peer this must be; the certificate must say the same.
     const result = checkPeerCertificate(der, { trustDomain: this.opts.trustDomain, expectedName: peer.name });
     if (!result.ok) return `${result.reason} (datagrams came from ${peer.name}'s endpoint)`;
     c.peerName = result.name;
+    peerValidity(result);
     return null;
   }
 
@@ -277,7 +324,16 @@ export class QuicListener {
 
   /** Closes the connection a peer dialled to us (the peer was removed from the config). */
   dropPeer(name: string, reason: string): void {
-    this.fromPeer.get(name)?.close(0x5, reason);
+    for (const c of this.connections()) if (c.peerName === name) c.close(0x5, reason);
+  }
+
+  /** Closes every accepted connection whose peer certificate `untrusted` rejects (the CA bundle changed). */
+  closeUntrusted(untrusted: (c: TunnelConnection) => boolean, reason: string): void {
+    for (const c of this.connections()) {
+      if (!c.verified || !untrusted(c)) continue;
+      this.log.warn({ peer: c.peerName, reason }, 'closing peer tunnel');
+      c.close(AppError.IDENTITY, reason);
+    }
   }
 
   connections(): TunnelConnection[] {

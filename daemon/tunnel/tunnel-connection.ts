@@ -95,6 +95,8 @@ export class TunnelConnection {
   closed = false;
   peerName: string | null = null;
   readonly createdAt = Date.now();
+  /** Datagrams this connection received (a superseded one is watched for silence). */
+  datagramsIn = 0;
   private nextStreamId: number;
   /**
    * Peer-initiated streams seen so far: every id below nextPeerStream, plus the ids above it
@@ -149,6 +151,7 @@ export class TunnelConnection {
       this.log.trace({ err: String(err) }, 'datagram not accepted by quiche');
     }
     this.packetsSinceFlush++;
+    this.datagramsIn++;
     this.traffic.datagramsReceived++;
     // A CONNECTION_CLOSE (or a stateless reset) puts quiche in draining: nothing more can be
     // sent, so the tunnel is dead now, not when the draining period ends.

@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import { PeerTunnel, type PeerTunnelOptions } from './peer-tunnel.js';
 import { encodeStreamHeader, type StreamHeader } from './stream-header.js';
 import { StreamPipe, type PipeSummary } from './stream-pipe.js';
+import type { TunnelConnection } from './tunnel-connection.js';
 
 export type PoolOptions = Omit<PeerTunnelOptions, 'peer'>;
 
@@ -36,13 +37,24 @@ export class TunnelPool {
     }
   }
 
-  async openStream(peerName: string, socket: net.Socket, header: StreamHeader, onDone: (s: PipeSummary) => void, idleTimeoutMs = 0): Promise<void> {
+  /** Closes every connection whose peer certificate `untrusted` rejects. */
+  closeUntrusted(untrusted: (c: TunnelConnection) => boolean, reason: string): void {
+    for (const t of this.tunnels.values()) t.closeUntrusted(untrusted, reason);
+  }
+
+  /** Re-establishes every tunnel make-before-break (new credentials were loaded). */
+  renewAll(reason: string): void {
+    for (const t of this.tunnels.values()) t.renew(reason);
+  }
+
+  /** Resolves with the stream's pipe, or null if the client left while the tunnel came up. */
+  async openStream(peerName: string, socket: net.Socket, header: StreamHeader, onDone: (s: PipeSummary) => void, idleTimeoutMs = 0): Promise<StreamPipe | null> {
     const tunnel = this.tunnels.get(peerName);
     if (!tunnel) throw new QmeshError(ErrorCodes.NO_ROUTE, `no tunnel for peer ${peerName}`);
     const conn = await tunnel.ready();
     if (socket.destroyed) {
       onDone({ bytesToPeer: 0, bytesFromPeer: 0, outcome: 'client left before the tunnel was ready', durationMs: 0 });
-      return;
+      return null;
     }
     if (conn.streamsLeft() <= 0) {
       throw new QmeshError(ErrorCodes.TUNNEL_DOWN, `peer ${peerName} allows no more concurrent streams (tunnel.maxStreams on the peer)`);
@@ -52,6 +64,7 @@ export class TunnelPool {
     conn.addStream(pipe);
     // The header and the request's first bytes leave in one packet when the client has already sent them.
     pipe.attach(socket, encodeStreamHeader(header), null, true, idleTimeoutMs);
+    return pipe;
   }
 
   stop(): void {

@@ -125,7 +125,7 @@ export class FnServer {
   }
 }
 
-export type ClientMode = 'rpc' | 'many' | 'banner' | 'http';
+export type ClientMode = 'rpc' | 'many' | 'banner' | 'http' | 'ticker';
 
 export interface ClientSpec {
   ip?: string;
@@ -144,6 +144,10 @@ export interface ClientSpec {
   count?: number;
   minBytes?: number;
   maxBytes?: number;
+  /** ticker: sends tickBytes every tickMs for durationMs on one connection */
+  tickBytes?: number;
+  tickMs?: number;
+  durationMs?: number;
   /** http */
   bodyBytes?: number;
   path?: string;

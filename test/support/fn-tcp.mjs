@@ -254,6 +254,52 @@ async function manyClient() {
   finish({ ok, failed: failures.length, failures: failures.slice(0, 20), pendingCount: 0, ms: Date.now() - t0 });
 }
 
+/**
+ * ticker: one long-lived connection to an echo server, sending spec.tickBytes every
+ * spec.tickMs for spec.durationMs, then half-closing; checks the echo byte for byte.
+ */
+function tickerClient() {
+  const t0 = Date.now();
+  const r = { connected: false, ticks: 0, sentBytes: 0, echoedBytes: 0, echoIntact: false, gotEnd: false, error: null, maxEchoGapMs: 0 };
+  guard(t0, () => r);
+  const sent = [];
+  const got = [];
+  let lastEcho = null;
+  const sock = net.connect({ host: spec.ip, port: spec.port, allowHalfOpen: true });
+  sock.setNoDelay(true);
+  let timer = null;
+  sock.on('connect', () => {
+    r.connected = true;
+    lastEcho = Date.now();
+    timer = setInterval(() => {
+      if (Date.now() - t0 >= spec.durationMs) {
+        clearInterval(timer);
+        sock.end();
+        return;
+      }
+      const chunk = crypto.randomBytes(spec.tickBytes ?? 1024);
+      sent.push(chunk);
+      r.ticks++;
+      r.sentBytes += chunk.length;
+      sock.write(chunk);
+    }, spec.tickMs ?? 50);
+  });
+  sock.on('data', (d) => {
+    const now = Date.now();
+    r.maxEchoGapMs = Math.max(r.maxEchoGapMs, now - lastEcho);
+    lastEcho = now;
+    got.push(d);
+    r.echoedBytes += d.length;
+  });
+  sock.on('end', () => (r.gotEnd = true));
+  sock.on('error', (err) => (r.error ??= err.code ?? String(err)));
+  sock.on('close', () => {
+    clearInterval(timer);
+    r.echoIntact = Buffer.concat(got).equals(Buffer.concat(sent));
+    finish({ ...r, ms: Date.now() - t0 });
+  });
+}
+
 /** banner: connects without sending, waits for the server's first line, says QUIT, reads to EOF. */
 function bannerClient() {
   const t0 = Date.now();
@@ -308,7 +354,7 @@ function httpClient() {
 
 const table = {
   server: { rpc: rpcServer, echo: echoServer, banner: bannerServer, http: httpServer },
-  client: { rpc: rpcClient, many: manyClient, banner: bannerClient, http: httpClient },
+  client: { rpc: rpcClient, many: manyClient, banner: bannerClient, http: httpClient, ticker: tickerClient },
 };
 const run = table[role]?.[mode];
 if (!run) {

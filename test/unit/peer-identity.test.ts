@@ -38,10 +38,11 @@ const check = (der: Uint8Array, expectedName?: string, now = NOW) =>
   checkPeerCertificate(der, { trustDomain: TD, now, ...(expectedName !== undefined ? { expectedName } : {}) });
 
 describe('checkPeerCertificate', () => {
-  it('accepts a host leaf and returns its name and SPIFFE ID', async () => {
+  it('accepts a host leaf and returns its name, SPIFFE ID and validity', async () => {
     const der = await forge();
-    expect(check(der)).toEqual({ ok: true, name: 'web-1', uri: ID });
-    expect(check(der, 'web-1')).toEqual({ ok: true, name: 'web-1', uri: ID });
+    const validity = { notBefore: new Date('2030-06-01T11:00:00.000Z'), notAfter: new Date('2030-06-01T13:00:00.000Z') };
+    expect(check(der)).toEqual({ ok: true, name: 'web-1', uri: ID, ...validity });
+    expect(check(der, 'web-1')).toEqual({ ok: true, name: 'web-1', uri: ID, ...validity });
   });
 
   it('accepts a leaf without EKU (any purpose), as the SPIFFE profile allows', async () => {

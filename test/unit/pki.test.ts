@@ -110,7 +110,7 @@ describe('issueHost', () => {
     expect(leaf.ca).toBe(false);
     expect(leaf.keyUsage.sort()).toEqual(['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
     expect(checkPeerCertificate(leaf.raw, { trustDomain: TD, expectedName: 'web-1', now: NOW })).toEqual({
-      ok: true, name: 'web-1', uri: `spiffe://${TD}/host/web-1`,
+      ok: true, name: 'web-1', uri: `spiffe://${TD}/host/web-1`, notBefore: new Date(leaf.validFrom), notAfter: new Date(leaf.validTo),
     });
   });
 
