@@ -43,6 +43,8 @@ export class BenchEnv {
 
   static async create(): Promise<BenchEnv> {
     const mesh = await Mesh.create({ prefix: randomPrefix('qmb'), hosts: 2, functionsPerHost: 1 });
+    // Profiling aid: QMESH_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (NODE_OPTIONS refuses --cpu-prof).
+    mesh.nodeArgs = (process.env.QMESH_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const env = new BenchEnv(mesh);
     try {
       for (const ns of mesh.topo.namespaces) {

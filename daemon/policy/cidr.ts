@@ -54,6 +54,15 @@ export class Cidr {
   }
 }
 
+/**
+ * Parsed addresses by text. Every captured connection parses its source and destination,
+ * and ip-address's parser is a measurable part of a short connection's cost; the same few
+ * function addresses recur, and an IpAddress never changes, so each text is parsed once.
+ * Bounded: emptied when full (a scan over many addresses just parses again).
+ */
+const parsed = new Map<string, IpAddress>();
+const PARSED_MAX = 4096;
+
 /** One IP address (no port), kept as text and as a number. */
 export class IpAddress {
   private constructor(
@@ -63,6 +72,15 @@ export class IpAddress {
   ) {}
 
   static parse(text: string): IpAddress {
+    let ip = parsed.get(text);
+    if (ip) return ip;
+    ip = IpAddress.parseUncached(text);
+    if (parsed.size >= PARSED_MAX) parsed.clear();
+    parsed.set(text, ip);
+    return ip;
+  }
+
+  private static parseUncached(text: string): IpAddress {
     // Node reports IPv4 peers on dual-stack sockets as ::ffff:a.b.c.d.
     const plain = text.startsWith('::ffff:') && text.includes('.') ? text.slice(7) : text;
     if (Address4.isValid(plain) && !plain.includes('/')) {

@@ -7,8 +7,12 @@ import type net from 'node:net';
 import { tryAddon } from '../native/addon.js';
 
 const addon = tryAddon();
+/** The setting last applied to a socket: capture/ and StreamPipe.attach both ask for it, one syscall does. */
+const applied = new WeakMap<net.Socket, boolean>();
 
 export function setAbortiveClose(socket: net.Socket, on: boolean): void {
+  if (applied.get(socket) === on) return;
+  applied.set(socket, on);
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (!addon || typeof fd !== 'number' || fd < 0) return; // no addon (unit tests) or already closed
   try {

@@ -123,7 +123,10 @@ export class StreamPipe {
     else socket.resume();
     this.onReadable();
     if (waitForData) setImmediate(() => this.tunnel.scheduleFlush());
-    else this.tunnel.scheduleFlush();
+    else if (this.pending.length > 0 || (firstBytes && firstBytes.length > 0)) this.tunnel.scheduleFlush();
+    // Otherwise (inbound, just connected) only an ACK is due: it rides on the reply, which
+    // usually follows within ACK_DELAY_MS, instead of costing a packet each way now.
+    else this.tunnel.scheduleAckFlush();
   }
 
   /** Reads one header chunk while in header mode; returns it raw (the caller parses). */
