@@ -1,0 +1,147 @@
+// `node dist/bench/quiche-cost.js [--megabytes N]`: what one call into the quiche
+// binding (@matrixai/quic's native.quiche) costs, with no sockets, no kernel and no
+// other process: a client and a server connection in this one thread, a bulk stream
+// from one to the other, every packet handed straight across. It times conn.send()
+// and conn.recv() per packet at the 1500- and 9000-MTU datagram sizes and records
+// the garbage collector's pauses (PerformanceObserver), so the bench's S6 and S4
+// figures can be set against what the binding alone allows. Needs no root.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { Command } from 'commander';
+import { initCa, issueHost } from '../daemon/pki/index.js';
+import { makeQuicheConfig, quiche, type QuicheConfig, type QuicheConnection } from '../daemon/tunnel/quiche.js';
+import { schema } from '../daemon/config/schema.js';
+
+interface SizeResult {
+  datagramBytes: number;
+  megabytes: number;
+  packets: number;
+  mbPerSecond: number;
+  sendMicros: number;
+  recvMicros: number;
+  gcPauses: number;
+  gcTotalMs: number;
+  gcMaxMs: number;
+}
+
+const CLIENT = { host: '127.0.0.1', port: 40001 };
+const SERVER = { host: '127.0.0.2', port: 40002 };
+
+async function credentials(dir: string): Promise<(datagramBytes: number) => { client: QuicheConfig; server: QuicheConfig }> {
+  await initCa({ dir, trustDomain: 'bench.qmesh' });
+  await issueHost({ dir, name: 'a' });
+  await issueHost({ dir, name: 'b' });
+  const read = (f: string): Uint8Array => new Uint8Array(fs.readFileSync(path.join(dir, f)));
+  const configFor = (datagramBytes: number): { client: QuicheConfig; server: QuicheConfig } => {
+    // The daemon's defaults (config/schema.ts), at the datagram size measured.
+    const t = schema.tunnel;
+    const tunnel = { idleTimeoutMs: t.idleTimeoutMs.default, maxStreams: t.maxStreams.default, congestionControl: t.congestionControl.default, maxDatagramBytes: datagramBytes } as Parameters<typeof makeQuicheConfig>[1];
+    return {
+      client: makeQuicheConfig({ caPem: read('ca.crt'), certPem: read('a.crt'), keyPem: read('a.key') }, tunnel),
+      server: makeQuicheConfig({ caPem: read('ca.crt'), certPem: read('b.crt'), keyPem: read('b.key') }, tunnel),
+    };
+  };
+  return configFor;
+}
+
+/** Moves every packet `from` has ready into `to`; returns how many, timing send and recv when asked. */
+function pump(from: QuicheConnection, to: QuicheConnection, fromAddr: typeof CLIENT, toAddr: typeof CLIENT, out: Buffer, timing: { send: number; recv: number } | null): number {
+  let n = 0;
+  for (;;) {
+    const t0 = performance.now();
+    const r = from.send(out);
+    const t1 = performance.now();
+    if (r === null) break;
+    try {
+      to.recv(out.subarray(0, r[0]), { from: fromAddr, to: toAddr });
+    } catch {
+      // a packet quiche refuses is not timed differently
+    }
+    if (timing) {
+      timing.send += t1 - t0;
+      timing.recv += performance.now() - t1;
+    }
+    n++;
+  }
+  return n;
+}
+
+async function measure(configs: { client: QuicheConfig; server: QuicheConfig }, datagramBytes: number, megabytes: number): Promise<SizeResult> {
+  const client = quiche.Connection.connect('b', crypto.randomBytes(20), CLIENT, SERVER, configs.client);
+  const out = Buffer.alloc(65_535);
+  // The server is created from the client's first packet, as the listener does.
+  const first = client.send(out);
+  if (first === null) throw new Error('client produced no Initial');
+  const server = quiche.Connection.accept(crypto.randomBytes(20), null, SERVER, CLIENT, configs.server);
+  server.recv(out.subarray(0, first[0]), { from: CLIENT, to: SERVER });
+  for (let i = 0; i < 20 && !(client.isEstablished() && server.isEstablished()); i++) {
+    pump(server, client, SERVER, CLIENT, out, null);
+    pump(client, server, CLIENT, SERVER, out, null);
+  }
+  if (!client.isEstablished() || !server.isEstablished()) throw new Error('handshake did not complete');
+
+  const pauses: number[] = [];
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) pauses.push(e.duration);
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  const chunk = Buffer.alloc(1 << 20, 0x61);
+  const sink = Buffer.alloc(1 << 16);
+  const timing = { send: 0, recv: 0 };
+  let received = 0;
+  let packets = 0;
+  const target = megabytes * 1_000_000;
+  const t0 = performance.now();
+  while (received < target) {
+    client.streamSend(0, chunk, false);
+    packets += pump(client, server, CLIENT, SERVER, out, timing);
+    for (let r = server.streamRecv(0, sink); r !== null; r = server.streamRecv(0, sink)) received += r[0];
+    pump(server, client, SERVER, CLIENT, out, null); // ACKs and flow-control credit back, untimed
+  }
+  const ms = performance.now() - t0;
+  await new Promise((r) => setTimeout(r, 200)); // gc entries arrive on a later turn
+  obs.disconnect();
+  return {
+    datagramBytes,
+    megabytes: received / 1e6,
+    packets,
+    mbPerSecond: received / 1000 / ms,
+    sendMicros: (1000 * timing.send) / packets,
+    recvMicros: (1000 * timing.recv) / packets,
+    gcPauses: pauses.length,
+    gcTotalMs: pauses.reduce((a, b) => a + b, 0),
+    gcMaxMs: pauses.reduce((a, b) => Math.max(a, b), 0),
+  };
+}
+
+async function main(): Promise<void> {
+  const opts = new Command('quiche-cost')
+    .description('Per-call cost of the quiche binding: send/recv per packet at 1350 and 8952 bytes, one thread, no I/O.')
+    .option('--megabytes <n>', 'stream bytes per datagram size', '400')
+    .parse(process.argv)
+    .opts<{ megabytes: string }>();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmesh-quiche-cost-'));
+  try {
+    const configFor = await credentials(dir);
+    const results: SizeResult[] = [];
+    for (const size of [1350, 8952]) results.push(await measure(configFor(size), size, Number(opts.megabytes)));
+    console.log(`quiche binding cost, one thread, no I/O; ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}`);
+    console.log('datagram  MB     packets   MB/s   send us/pkt  recv us/pkt  GC pauses  GC total ms  GC max ms');
+    for (const r of results) {
+      console.log(
+        [String(r.datagramBytes).padEnd(8), r.megabytes.toFixed(0).padEnd(6), String(r.packets).padEnd(9), r.mbPerSecond.toFixed(0).padEnd(6), r.sendMicros.toFixed(2).padEnd(12), r.recvMicros.toFixed(2).padEnd(12), String(r.gcPauses).padEnd(10), r.gcTotalMs.toFixed(0).padEnd(12), r.gcMaxMs.toFixed(1)].join(' '),
+      );
+    }
+    console.log(JSON.stringify(results));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
