@@ -4,12 +4,16 @@
 // from one to the other, every packet handed straight across. It times conn.send()
 // and conn.recv() per packet at the 1500- and 9000-MTU datagram sizes and records
 // the garbage collector's pauses (PerformanceObserver), so the bench's S6 and S4
-// figures can be set against what the binding alone allows. Needs no root.
+// figures can be set against what the binding alone allows. Last, it sends N packets,
+// forces a full GC and times the native work that follows (the finalizers of the
+// objects the binding returned, which only a full GC releases). Needs no root.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { Command } from 'commander';
 import { initCa, issueHost } from '../daemon/pki/index.js';
 import { makeQuicheConfig, quiche, type QuicheConfig, type QuicheConnection } from '../daemon/tunnel/quiche.js';
@@ -69,7 +73,7 @@ function pump(from: QuicheConnection, to: QuicheConnection, fromAddr: typeof CLI
   return n;
 }
 
-async function measure(configs: { client: QuicheConfig; server: QuicheConfig }, datagramBytes: number, megabytes: number): Promise<SizeResult> {
+function connectedPair(configs: { client: QuicheConfig; server: QuicheConfig }): { client: QuicheConnection; server: QuicheConnection; out: Buffer } {
   const client = quiche.Connection.connect('b', crypto.randomBytes(20), CLIENT, SERVER, configs.client);
   const out = Buffer.alloc(65_535);
   // The server is created from the client's first packet, as the listener does.
@@ -82,25 +86,36 @@ async function measure(configs: { client: QuicheConfig; server: QuicheConfig }, 
     pump(client, server, CLIENT, SERVER, out, null);
   }
   if (!client.isEstablished() || !server.isEstablished()) throw new Error('handshake did not complete');
+  return { client, server, out };
+}
+
+/** Sends stream data until `packets` packets went across (ACKs come back untimed). */
+function transfer(c: { client: QuicheConnection; server: QuicheConnection; out: Buffer }, until: (received: number, packets: number) => boolean, timing: { send: number; recv: number } | null): { received: number; packets: number } {
+  const chunk = Buffer.alloc(1 << 20, 0x61);
+  const sink = Buffer.alloc(1 << 16);
+  let received = 0;
+  let packets = 0;
+  while (!until(received, packets)) {
+    c.client.streamSend(0, chunk, false);
+    packets += pump(c.client, c.server, CLIENT, SERVER, c.out, timing);
+    for (let r = c.server.streamRecv(0, sink); r !== null; r = c.server.streamRecv(0, sink)) received += r[0];
+    pump(c.server, c.client, SERVER, CLIENT, c.out, null);
+  }
+  return { received, packets };
+}
+
+async function measure(configs: { client: QuicheConfig; server: QuicheConfig }, datagramBytes: number, megabytes: number): Promise<SizeResult> {
+  const pair = connectedPair(configs);
 
   const pauses: number[] = [];
   const obs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) pauses.push(e.duration);
   });
   obs.observe({ entryTypes: ['gc'] });
-  const chunk = Buffer.alloc(1 << 20, 0x61);
-  const sink = Buffer.alloc(1 << 16);
   const timing = { send: 0, recv: 0 };
-  let received = 0;
-  let packets = 0;
   const target = megabytes * 1_000_000;
   const t0 = performance.now();
-  while (received < target) {
-    client.streamSend(0, chunk, false);
-    packets += pump(client, server, CLIENT, SERVER, out, timing);
-    for (let r = server.streamRecv(0, sink); r !== null; r = server.streamRecv(0, sink)) received += r[0];
-    pump(server, client, SERVER, CLIENT, out, null); // ACKs and flow-control credit back, untimed
-  }
+  const { received, packets } = transfer(pair, (bytes) => bytes >= target, timing);
   const ms = performance.now() - t0;
   await new Promise((r) => setTimeout(r, 200)); // gc entries arrive on a later turn
   obs.disconnect();
@@ -115,6 +130,29 @@ async function measure(configs: { client: QuicheConfig; server: QuicheConfig }, 
     gcTotalMs: pauses.reduce((a, b) => a + b, 0),
     gcMaxMs: pauses.reduce((a, b) => Math.max(a, b), 0),
   };
+}
+
+interface FinalizerResult {
+  packets: number;
+  fullGcMs: number;
+  afterGcMs: number;
+}
+
+const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/** N packets, then a forced full GC: how long the GC takes, and the native work queued behind it. */
+async function finalizerBatch(configs: { client: QuicheConfig; server: QuicheConfig }, packets: number, gc: () => void): Promise<FinalizerResult> {
+  const pair = connectedPair(configs);
+  gc();
+  await nextTurn();
+  const sent = transfer(pair, (_b, n) => n >= packets, null).packets;
+  const t0 = performance.now();
+  gc();
+  const t1 = performance.now();
+  // Node runs N-API finalizers from its immediate queue after the GC that freed their objects.
+  await nextTurn();
+  await nextTurn();
+  return { packets: sent, fullGcMs: t1 - t0, afterGcMs: performance.now() - t1 };
 }
 
 async function main(): Promise<void> {
@@ -135,7 +173,13 @@ async function main(): Promise<void> {
         [String(r.datagramBytes).padEnd(8), r.megabytes.toFixed(0).padEnd(6), String(r.packets).padEnd(9), r.mbPerSecond.toFixed(0).padEnd(6), r.sendMicros.toFixed(2).padEnd(12), r.recvMicros.toFixed(2).padEnd(12), String(r.gcPauses).padEnd(10), r.gcTotalMs.toFixed(0).padEnd(12), r.gcMaxMs.toFixed(1)].join(' '),
       );
     }
-    console.log(JSON.stringify(results));
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const batches: FinalizerResult[] = [];
+    for (const n of [10_000, 40_000, 160_000]) batches.push(await finalizerBatch(configFor(1350), n, gc));
+    console.log('packets sent  full GC ms  native work after it, ms');
+    for (const b of batches) console.log([String(b.packets).padEnd(13), b.fullGcMs.toFixed(1).padEnd(11), b.afterGcMs.toFixed(1)].join(' '));
+    console.log(JSON.stringify({ sizes: results, finalizers: batches }));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -6,7 +6,7 @@ import { expect, it } from 'vitest';
 
 it('quiche-cost moves the stream across and reports per-packet send and recv costs', () => {
   const out = execFileSync(process.execPath, [path.resolve('dist/bench/quiche-cost.js'), '--megabytes', '3'], { encoding: 'utf8', timeout: 60_000 });
-  const results = JSON.parse(out.trim().split('\n').at(-1)!) as Array<{ datagramBytes: number; megabytes: number; packets: number; sendMicros: number; recvMicros: number }>;
+  const { sizes: results, finalizers } = JSON.parse(out.trim().split("\n").at(-1)!) as { sizes: Array<{ datagramBytes: number; megabytes: number; packets: number; sendMicros: number; recvMicros: number }>; finalizers: Array<{ packets: number; afterGcMs: number }> };
   expect(results.map((r) => r.datagramBytes)).toEqual([1350, 8952]);
   for (const r of results) {
     expect(r.megabytes).toBeGreaterThanOrEqual(3);
@@ -15,4 +15,5 @@ it('quiche-cost moves the stream across and reports per-packet send and recv cos
     expect(r.sendMicros).toBeGreaterThan(0);
     expect(r.recvMicros).toBeGreaterThan(0);
   }
+  expect(finalizers.map((f) => f.packets >= 10_000)).toEqual([true, true, true]);
 }, 90_000);
