@@ -155,6 +155,40 @@ async function finalizerBatch(configs: { client: QuicheConfig; server: QuicheCon
   return { packets: sent, fullGcMs: t1 - t0, afterGcMs: performance.now() - t1 };
 }
 
+interface CallCost {
+  call: string;
+  micros: number;
+  afterGcMs: number;
+}
+
+/** 100,000 calls of a per-turn query: its cost, and the native work a full GC leaves behind it. */
+async function callCosts(configs: { client: QuicheConfig; server: QuicheConfig }, gc: () => void): Promise<CallCost[]> {
+  const { server } = connectedPair(configs);
+  const calls = 100_000;
+  const cases: Array<[string, () => void]> = [
+    ['isReadable()', () => server.isReadable()],
+    ['streamReadable(id)', () => server.streamReadable(0)],
+    ['readable(), iterated', () => {
+      for (const id of server.readable()) void id;
+    }],
+  ];
+  const out: CallCost[] = [];
+  for (const [call, fn] of cases) {
+    gc();
+    await nextTurn();
+    await nextTurn();
+    const t0 = performance.now();
+    for (let i = 0; i < calls; i++) fn();
+    const micros = (1000 * (performance.now() - t0)) / calls;
+    gc();
+    const t1 = performance.now();
+    await nextTurn();
+    await nextTurn();
+    out.push({ call, micros, afterGcMs: performance.now() - t1 });
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const opts = new Command('quiche-cost')
     .description('Per-call cost of the quiche binding: send/recv per packet at 1350 and 8952 bytes, one thread, no I/O.')
@@ -179,7 +213,10 @@ async function main(): Promise<void> {
     for (const n of [10_000, 40_000, 160_000]) batches.push(await finalizerBatch(configFor(1350), n, gc));
     console.log('packets sent  full GC ms  native work after it, ms');
     for (const b of batches) console.log([String(b.packets).padEnd(13), b.fullGcMs.toFixed(1).padEnd(11), b.afterGcMs.toFixed(1)].join(' '));
-    console.log(JSON.stringify({ sizes: results, finalizers: batches }));
+    const queries = await callCosts(configFor(1350), gc);
+    console.log('query (100,000 calls)   us/call  native work after a full GC, ms');
+    for (const q of queries) console.log([q.call.padEnd(23), q.micros.toFixed(2).padEnd(8), q.afterGcMs.toFixed(1)].join(' '));
+    console.log(JSON.stringify({ sizes: results, finalizers: batches, queries }));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

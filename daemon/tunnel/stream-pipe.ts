@@ -122,6 +122,7 @@ export class StreamPipe {
     if (this.pending.length > 0) socket.pause();
     else socket.resume();
     this.onReadable();
+    this.tunnel.scheduleDrain(); // see pauseReading
     if (waitForData) setImmediate(() => this.tunnel.scheduleFlush());
     else if (this.pending.length > 0 || (firstBytes && firstBytes.length > 0)) this.tunnel.scheduleFlush();
     // Otherwise (inbound, just connected) only an ACK is due: it rides on the reply, which
@@ -319,6 +320,7 @@ export class StreamPipe {
     this.socket.once('drain', () => {
       this.readPaused = false;
       this.onReadable();
+      this.tunnel.scheduleDrain(); // other streams' data may have waited for a scan (drainStreams)
     });
   }
 

@@ -43,17 +43,25 @@ export class UdpSender {
         const n = this.addon!.sendSegments(this.fd, buf, offset, length, segment, this.to?.host ?? null, this.to?.port ?? 0);
         if (n >= 0) return;
         if (n === -ECONNREFUSED) {
-          // What dgram reports for a connected socket: the peer's port is closed.
-          this.socket.emit('error', Object.assign(new Error('send ECONNREFUSED'), { code: 'ECONNREFUSED', errno: n }));
+          // What dgram reports for a connected socket: the peer's port is closed. Reported on
+          // the next tick, as dgram does: the handler tears the tunnel down and closes this
+          // socket, which must not happen in the middle of the caller's flush.
+          const err = Object.assign(new Error('send ECONNREFUSED'), { code: 'ECONNREFUSED', errno: n });
+          process.nextTick(() => this.socket.emit('error', err));
           return;
         }
         if (n !== -EAGAIN && n !== -ENOBUFS) this.gso = false; // e.g. EIO: no GSO on this path
       }
     }
-    for (let at = offset; at < offset + length; at += segment) {
-      const slice = buf.subarray(at, Math.min(at + segment, offset + length));
-      if (this.to) this.socket.send(slice, this.to.port, this.to.host);
-      else this.socket.send(slice);
+    try {
+      for (let at = offset; at < offset + length; at += segment) {
+        const slice = buf.subarray(at, Math.min(at + segment, offset + length));
+        if (this.to) this.socket.send(slice, this.to.port, this.to.host);
+        else this.socket.send(slice);
+      }
+    } catch (err) {
+      // The socket was closed under a connection that is going away: its packets have nowhere to go.
+      if ((err as NodeJS.ErrnoException).code !== 'ERR_SOCKET_DGRAM_NOT_RUNNING') throw err;
     }
   }
 }
