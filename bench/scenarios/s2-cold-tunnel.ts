@@ -81,8 +81,8 @@ export const s2ColdTunnel: Scenario = {
     const errors: string[] = [];
     const notes: string[] = [];
     const delays = ctx.quick ? QUICK_DELAYS_MS : DELAYS_MS;
-    const coldRepeats = ctx.quick ? 3 : 5;
-    const restartRepeats = ctx.quick ? 1 : 2;
+    const coldRepeats = ctx.quick ? 3 : 8;
+    const restartRepeats = ctx.quick ? 1 : 4;
     const cold: Figure = { key: 's2.cold-round-trips', label: 'S2 round trips, first conn on a cold tunnel (slope)', unit: 'RT', higherIsBetter: false, values: {} };
     const warm: Figure = { key: 's2.prewarmed-round-trips', label: 'S2 round trips, first conn after a restart, tunnel pre-warmed (slope)', unit: 'RT', higherIsBetter: false, values: {} };
     const coldAt0: Figure = { key: 's2.cold-latency-d0', label: 'S2 first conn on a cold tunnel at d=0, p50', unit: 'ms', higherIsBetter: false, values: {} };
