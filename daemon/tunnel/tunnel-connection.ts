@@ -109,6 +109,7 @@ export class TunnelConnection {
    */
   private nextPeerStream: number;
   private lastFullScan = 0;
+  private scanTimer: NodeJS.Timeout | null = null;
   private readonly seenAbove = new Set<number>();
   private slab = Buffer.allocUnsafe(SLAB_BYTES);
   private slabOffset = 0;
@@ -224,9 +225,18 @@ export class TunnelConnection {
     if (this.closed) return;
     if (this.quic.isReadable()) {
       const parked = this.streams.size <= PROBE_MAX_STREAMS ? this.probeStreams() : -1;
-      if (this.quic.isReadable() && (parked <= 0 || Date.now() - this.lastFullScan >= FULL_SCAN_MS)) {
-        this.lastFullScan = Date.now();
-        for (const id of this.quic.readable()) this.streamReadable(id);
+      if (this.quic.isReadable()) {
+        const wait = parked <= 0 ? 0 : this.lastFullScan + FULL_SCAN_MS - Date.now();
+        if (wait <= 0) {
+          this.lastFullScan = Date.now();
+          for (const id of this.quic.readable()) this.streamReadable(id);
+        } else {
+          // Scan then even if no datagram comes: a stream after a gap must not wait for traffic.
+          this.scanTimer ??= setTimeout(() => {
+            this.scanTimer = null;
+            this.scheduleDrain();
+          }, wait);
+        }
       }
     }
     this.retryBlocked();
@@ -470,7 +480,8 @@ export class TunnelConnection {
     if (this.timer) clearTimeout(this.timer);
     if (this.keepAlive) clearInterval(this.keepAlive);
     if (this.ackTimer) clearTimeout(this.ackTimer);
-    this.timer = this.keepAlive = this.ackTimer = null;
+    if (this.scanTimer) clearTimeout(this.scanTimer);
+    this.timer = this.keepAlive = this.ackTimer = this.scanTimer = null;
     for (const pipe of [...this.streams.values()]) pipe.abortFromTunnel();
     this.streams.clear();
     this.blocked.clear();
