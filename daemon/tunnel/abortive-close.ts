@@ -12,11 +12,11 @@ const applied = new WeakMap<net.Socket, boolean>();
 
 export function setAbortiveClose(socket: net.Socket, on: boolean): void {
   if (applied.get(socket) === on) return;
-  applied.set(socket, on);
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (!addon || typeof fd !== 'number' || fd < 0) return; // no addon (unit tests) or already closed
   try {
     addon.setAbortiveClose(fd, on);
+    applied.set(socket, on); // only once it is really set: a later call may still apply it
   } catch {
     // the socket is already being torn down: nothing left to protect
   }
