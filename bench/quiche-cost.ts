@@ -16,7 +16,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Command } from 'commander';
 import { initCa, issueHost } from '../daemon/pki/index.js';
-import { makeQuicheConfig, quiche, type QuicheConfig, type QuicheConnection } from '../daemon/tunnel/quiche.js';
+import { CID_BYTES, makeQuicheConfig, quiche, type HostPort, type QuicheConfig, type QuicheConnection } from '../daemon/tunnel/quiche.js';
 import { schema } from '../daemon/config/schema.js';
 
 interface SizeResult {
@@ -31,15 +31,32 @@ interface SizeResult {
   gcMaxMs: number;
 }
 
-const CLIENT = { host: '127.0.0.1', port: 40001 };
-const SERVER = { host: '127.0.0.2', port: 40002 };
+const CLIENT: HostPort = { host: '127.0.0.1', port: 40001 };
+const SERVER: HostPort = { host: '127.0.0.2', port: 40002 };
 
-async function credentials(dir: string): Promise<(datagramBytes: number) => { client: QuicheConfig; server: QuicheConfig }> {
+/** Both ends' quiche configs for one datagram size. */
+interface Configs {
+  client: QuicheConfig;
+  server: QuicheConfig;
+}
+/** A handshaken client/server pair and the buffer packets cross in. */
+interface Pair {
+  client: QuicheConnection;
+  server: QuicheConnection;
+  out: Buffer;
+}
+/** Microseconds spent in send() and recv(), summed. */
+interface Timing {
+  send: number;
+  recv: number;
+}
+
+async function credentials(dir: string): Promise<(datagramBytes: number) => Configs> {
   await initCa({ dir, trustDomain: 'bench.qmesh' });
   await issueHost({ dir, name: 'a' });
   await issueHost({ dir, name: 'b' });
   const read = (f: string): Uint8Array => new Uint8Array(fs.readFileSync(path.join(dir, f)));
-  const configFor = (datagramBytes: number): { client: QuicheConfig; server: QuicheConfig } => {
+  const configFor = (datagramBytes: number): Configs => {
     // The daemon's defaults (config/schema.ts), at the datagram size measured.
     const t = schema.tunnel;
     const tunnel = { idleTimeoutMs: t.idleTimeoutMs.default, maxStreams: t.maxStreams.default, congestionControl: t.congestionControl.default, maxDatagramBytes: datagramBytes } as Parameters<typeof makeQuicheConfig>[1];
@@ -52,7 +69,7 @@ async function credentials(dir: string): Promise<(datagramBytes: number) => { cl
 }
 
 /** Moves every packet `from` has ready into `to`; returns how many, timing send and recv when asked. */
-function pump(from: QuicheConnection, to: QuicheConnection, fromAddr: typeof CLIENT, toAddr: typeof CLIENT, out: Buffer, timing: { send: number; recv: number } | null): number {
+function pump(from: QuicheConnection, to: QuicheConnection, fromAddr: HostPort, toAddr: HostPort, out: Buffer, timing: Timing | null): number {
   let n = 0;
   for (;;) {
     const t0 = performance.now();
@@ -73,13 +90,13 @@ function pump(from: QuicheConnection, to: QuicheConnection, fromAddr: typeof CLI
   return n;
 }
 
-function connectedPair(configs: { client: QuicheConfig; server: QuicheConfig }): { client: QuicheConnection; server: QuicheConnection; out: Buffer } {
-  const client = quiche.Connection.connect('b', crypto.randomBytes(20), CLIENT, SERVER, configs.client);
+function connectedPair(configs: Configs): Pair {
+  const client = quiche.Connection.connect('b', crypto.randomBytes(CID_BYTES), CLIENT, SERVER, configs.client);
   const out = Buffer.alloc(65_535);
   // The server is created from the client's first packet, as the listener does.
   const first = client.send(out);
   if (first === null) throw new Error('client produced no Initial');
-  const server = quiche.Connection.accept(crypto.randomBytes(20), null, SERVER, CLIENT, configs.server);
+  const server = quiche.Connection.accept(crypto.randomBytes(CID_BYTES), null, SERVER, CLIENT, configs.server);
   server.recv(out.subarray(0, first[0]), { from: CLIENT, to: SERVER });
   for (let i = 0; i < 20 && !(client.isEstablished() && server.isEstablished()); i++) {
     pump(server, client, SERVER, CLIENT, out, null);
@@ -89,8 +106,8 @@ function connectedPair(configs: { client: QuicheConfig; server: QuicheConfig }):
   return { client, server, out };
 }
 
-/** Sends stream data until `packets` packets went across (ACKs come back untimed). */
-function transfer(c: { client: QuicheConnection; server: QuicheConnection; out: Buffer }, until: (received: number, packets: number) => boolean, timing: { send: number; recv: number } | null): { received: number; packets: number } {
+/** Streams data from client to server until `until` says enough (ACKs come back untimed). */
+function transfer(c: Pair, until: (received: number, packets: number) => boolean, timing: Timing | null): { received: number; packets: number } {
   const chunk = Buffer.alloc(1 << 20, 0x61);
   const sink = Buffer.alloc(1 << 16);
   let received = 0;
@@ -104,7 +121,7 @@ function transfer(c: { client: QuicheConnection; server: QuicheConnection; out: 
   return { received, packets };
 }
 
-async function measure(configs: { client: QuicheConfig; server: QuicheConfig }, datagramBytes: number, megabytes: number): Promise<SizeResult> {
+async function measure(configs: Configs, datagramBytes: number, megabytes: number): Promise<SizeResult> {
   const pair = connectedPair(configs);
 
   const pauses: number[] = [];
@@ -112,7 +129,7 @@ async function measure(configs: { client: QuicheConfig; server: QuicheConfig }, 
     for (const e of list.getEntries()) pauses.push(e.duration);
   });
   obs.observe({ entryTypes: ['gc'] });
-  const timing = { send: 0, recv: 0 };
+  const timing: Timing = { send: 0, recv: 0 };
   const target = megabytes * 1_000_000;
   const t0 = performance.now();
   const { received, packets } = transfer(pair, (bytes) => bytes >= target, timing);
@@ -140,19 +157,22 @@ interface FinalizerResult {
 
 const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-/** N packets, then a forced full GC: how long the GC takes, and the native work queued behind it. */
-async function finalizerBatch(configs: { client: QuicheConfig; server: QuicheConfig }, packets: number, gc: () => void): Promise<FinalizerResult> {
-  const pair = connectedPair(configs);
-  gc();
-  await nextTurn();
-  const sent = transfer(pair, (_b, n) => n >= packets, null).packets;
+/** A forced full GC: how long it takes, and the native work Node runs after it (N-API finalizers, from its immediate queue). */
+async function timeFullGc(gc: () => void): Promise<{ fullGcMs: number; afterGcMs: number }> {
   const t0 = performance.now();
   gc();
   const t1 = performance.now();
-  // Node runs N-API finalizers from its immediate queue after the GC that freed their objects.
   await nextTurn();
   await nextTurn();
-  return { packets: sent, fullGcMs: t1 - t0, afterGcMs: performance.now() - t1 };
+  return { fullGcMs: t1 - t0, afterGcMs: performance.now() - t1 };
+}
+
+/** N packets, then a forced full GC: how long the GC takes, and the native work queued behind it. */
+async function finalizerBatch(configs: Configs, packets: number, gc: () => void): Promise<FinalizerResult> {
+  const pair = connectedPair(configs);
+  await timeFullGc(gc);
+  const sent = transfer(pair, (_b, n) => n >= packets, null).packets;
+  return { packets: sent, ...(await timeFullGc(gc)) };
 }
 
 interface CallCost {
@@ -162,7 +182,7 @@ interface CallCost {
 }
 
 /** 100,000 calls of a per-turn query: its cost, and the native work a full GC leaves behind it. */
-async function callCosts(configs: { client: QuicheConfig; server: QuicheConfig }, gc: () => void): Promise<CallCost[]> {
+async function callCosts(configs: Configs, gc: () => void): Promise<CallCost[]> {
   const { server } = connectedPair(configs);
   const calls = 100_000;
   const cases: Array<[string, () => void]> = [
@@ -174,17 +194,11 @@ async function callCosts(configs: { client: QuicheConfig; server: QuicheConfig }
   ];
   const out: CallCost[] = [];
   for (const [call, fn] of cases) {
-    gc();
-    await nextTurn();
-    await nextTurn();
+    await timeFullGc(gc);
     const t0 = performance.now();
     for (let i = 0; i < calls; i++) fn();
     const micros = (1000 * (performance.now() - t0)) / calls;
-    gc();
-    const t1 = performance.now();
-    await nextTurn();
-    await nextTurn();
-    out.push({ call, micros, afterGcMs: performance.now() - t1 });
+    out.push({ call, micros, afterGcMs: (await timeFullGc(gc)).afterGcMs });
   }
   return out;
 }

@@ -6,7 +6,7 @@ import { expect, it } from 'vitest';
 
 it('quiche-cost moves the stream across and reports per-packet send and recv costs', () => {
   const out = execFileSync(process.execPath, [path.resolve('dist/bench/quiche-cost.js'), '--megabytes', '3'], { encoding: 'utf8', timeout: 60_000 });
-  const { sizes: results, finalizers, queries } = JSON.parse(out.trim().split("\n").at(-1)!) as { sizes: Array<{ datagramBytes: number; megabytes: number; packets: number; sendMicros: number; recvMicros: number }>; finalizers: Array<{ packets: number; afterGcMs: number }>; queries: Array<{ call: string; micros: number }> };
+  const { sizes: results, finalizers, queries } = JSON.parse(out.trim().split('\n').at(-1)!) as { sizes: Array<{ datagramBytes: number; megabytes: number; packets: number; sendMicros: number; recvMicros: number }>; finalizers: Array<{ packets: number; afterGcMs: number }>; queries: Array<{ call: string; micros: number }> };
   expect(results.map((r) => r.datagramBytes)).toEqual([1350, 8952]);
   for (const r of results) {
     expect(r.megabytes).toBeGreaterThanOrEqual(3);
