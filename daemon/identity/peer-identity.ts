@@ -67,6 +67,24 @@ interface LeafFacts {
   notAfter: Date;
 }
 
+/**
+ * Parsing costs 3-10 ms a certificate (most of it in @peculiar/x509's ASN.1 layer), paid on
+ * both sides of every handshake. The facts are a pure function of the DER bytes, so a peer's
+ * re-dials reuse them; time is still checked on every call. Bounded: certificates churn slowly.
+ */
+const LEAF_CACHE_MAX = 256;
+const leafCache = new Map<string, Readonly<LeafFacts>>();
+
+function leafFacts(der: Uint8Array): Readonly<LeafFacts> {
+  const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
+  const hit = leafCache.get(key);
+  if (hit) return hit;
+  const facts = Object.freeze(readLeaf(der)); // an unparseable certificate throws and is not cached
+  if (leafCache.size >= LEAF_CACHE_MAX) leafCache.delete(leafCache.keys().next().value!);
+  leafCache.set(key, facts);
+  return facts;
+}
+
 /** node:crypto decides parseability and CA:true; @peculiar/x509 reads what node does not expose. */
 function readLeaf(der: Uint8Array): LeafFacts {
   const nodeCert = new X509Certificate(der);
@@ -93,9 +111,9 @@ function readLeaf(der: Uint8Array): LeafFacts {
  * present, must allow both TLS client and server, since every host is both.
  */
 export function checkPeerCertificate(der: Uint8Array, opts: PeerCheckOptions): PeerCheck {
-  let leaf: LeafFacts;
+  let leaf: Readonly<LeafFacts>;
   try {
-    leaf = readLeaf(der);
+    leaf = leafFacts(der);
   } catch (err) {
     return refuse(PeerRefusal.UNPARSEABLE, `peer certificate cannot be parsed: ${(err as Error).message}`);
   }
@@ -128,5 +146,6 @@ export function checkPeerCertificate(der: Uint8Array, opts: PeerCheckOptions): P
   if (now.getTime() < leaf.notBefore.getTime()) {
     return refuse(PeerRefusal.NOT_YET_VALID, `peer certificate is not valid before ${leaf.notBefore.toISOString()}; check both hosts' clocks`);
   }
-  return { ok: true, name: id.name, uri, notBefore: leaf.notBefore, notAfter: leaf.notAfter };
+  // Copies: the cached facts are shared between calls.
+  return { ok: true, name: id.name, uri, notBefore: new Date(leaf.notBefore), notAfter: new Date(leaf.notAfter) };
 }

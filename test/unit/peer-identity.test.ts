@@ -114,6 +114,18 @@ describe('checkPeerCertificate', () => {
       .toMatchObject({ ok: false, code: PeerRefusal.EXPIRED });
   });
 
+  it('re-judges parsed (cached) certificates on every call: name, trust domain, time; callers cannot alter them', async () => {
+    const der = await forge();
+    const first = check(der, 'web-1');
+    expect(first.ok).toBe(true);
+    if (first.ok) first.notAfter.setTime(0); // a careless caller must not change the next answer
+    expect(check(der, 'web-1')).toMatchObject({ ok: true, notAfter: new Date(NOW.getTime() + HOUR) });
+    expect(check(der, 'web-2')).toMatchObject({ ok: false, code: PeerRefusal.NAME_MISMATCH });
+    expect(checkPeerCertificate(der, { trustDomain: 'other.qmesh', now: NOW })).toMatchObject({ ok: false, code: PeerRefusal.FOREIGN_TRUST_DOMAIN });
+    expect(check(der, 'web-1', new Date(NOW.getTime() + 2 * HOUR))).toMatchObject({ ok: false, code: PeerRefusal.EXPIRED });
+    expect(check(der.subarray(0, der.length - 8), 'web-1')).toMatchObject({ ok: false, code: PeerRefusal.UNPARSEABLE });
+  });
+
   it('refuses a leaf that is not valid yet', async () => {
     const notBefore = new Date(NOW.getTime() + HOUR);
     const der = await forge({ notBefore, notAfter: new Date(NOW.getTime() + 2 * HOUR) });
