@@ -130,6 +130,8 @@ export class BenchEnv {
   async destroy(): Promise<void> {
     await this.emulator.stop().catch(() => undefined);
     await this.stunnel.down().catch(() => undefined);
+    // A clean stop (SIGTERM), so daemons run with QMESH_BENCH_NODE_ARGS=--cpu-prof write their profiles.
+    await this.transports.qmesh.down().catch(() => undefined);
     await Promise.all([...this.agents.values(), ...this.hostAgents.values()].map((a) => a.stop().catch(() => undefined)));
     await this.mesh.destroy();
   }
