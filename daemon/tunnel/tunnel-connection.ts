@@ -120,6 +120,12 @@ export class TunnelConnection {
   private packetsSinceFlush = 0;
   /** The last flush ended on a full-size packet: probably congestion-limited with data queued. */
   private sendingBulk = false;
+  /**
+   * The last flush that sent anything ended on a full-size packet. Unlike sendingBulk, a flush
+   * that sent nothing (window full) does not clear it: an ACK from the peer then releases the
+   * queued data at once instead of after ACK_DELAY_MS (S9, 1 % loss: about twice the throughput).
+   */
+  private windowLimited = false;
   /** A zero-length FIN is queued in quiche and not yet flushed (see queueFin). */
   private finQueued = false;
 
@@ -193,7 +199,7 @@ export class TunnelConnection {
       scheduleTurnEnd();
     }
     // Whether quiche closed is checked when the turn's packets are flushed (flush -> finish).
-    if (fromPeer && !handshakeMoved && !this.sendingBulk && this.packetsSinceFlush < ACK_EVERY_PACKETS) this.scheduleAckFlush();
+    if (fromPeer && !handshakeMoved && !this.windowLimited && this.packetsSinceFlush < ACK_EVERY_PACKETS) this.scheduleAckFlush();
     else this.scheduleFlush();
   }
 
@@ -426,6 +432,7 @@ export class TunnelConnection {
     // Handshake flights (certificates) fill packets too, but leave the window nearly empty:
     // counting them held a cold tunnel's first request byte for HOLD_WHILE_CONGESTED_MS.
     this.sendingBulk = confirmedBefore && last >= this.maxDatagramBytes - 64;
+    if (last > 0) this.windowLimited = this.sendingBulk;
     if (this.quic.isClosed()) {
       this.finish();
       return;
