@@ -29,7 +29,9 @@ const outbound = async (): Promise<any> => (await mesh.status(h1)).peers.find((p
 describe('concurrent connections', () => {
   // retry: 1 — KNOWN BUG, not a flake to ignore: under many concurrent streams quiche 0.18
   // (bundled in @matrixai/quic) can still discard a stream before its zero-length FIN leaves
-  // (cloudflare/quiche#2525); about 1 connection in 2,000 then waits for EOF forever. The
+  // (cloudflare/quiche#2525); about 1 connection in 2,000 then waits for EOF forever (with two
+  // CPU hogs running, 6 of 40 runs had 1-3 such connections: the destination daemon had
+  // finished the stream, the source never got its FIN). The
   // daemon's mitigations (stream-pipe.ts: hold-back, re-send, priority) made it rare, not
   // impossible. The retry keeps CI meaningful until it is fixed; remove it with the fix.
   it(`${CONNECTIONS} concurrent connections each get exactly their own bytes back`, { timeout: 60_000, retry: 1 }, async () => {
@@ -47,9 +49,11 @@ describe('concurrent connections', () => {
       expect(r.ok).toBe(perClient);
     }
     // Each connection was its own stream in host-1's tunnel to host-2, and all of them are finished.
+    // (Against the count at the start: a stream the known bug left open in a failed first
+    // attempt stays open until capture.idleTimeoutMs, and would fail the retry too.)
     const after = await waitFor(async () => {
       const o = await outbound();
-      return o.streamsActive === 0 ? o : null;
+      return o.streamsActive === before.streamsActive ? o : null;
     }, 10_000, 'streams drained');
     expect(after.streamsTotal - before.streamsTotal).toBe(CONNECTIONS);
     // One summary line per connection on each side, each a clean close.
