@@ -390,7 +390,6 @@ export class TunnelConnection {
     }
     this.packetsSinceFlush = 0;
     this.finQueued = false;
-    const confirmedBefore = this.confirmed;
     // Packets are written back to back into the slab; a run of equal-sized ones (the last
     // may be shorter) goes out in one transmit call, which GSO turns into one syscall.
     let runStart = this.slabOffset;
@@ -431,7 +430,7 @@ export class TunnelConnection {
     endRun();
     // Handshake flights (certificates) fill packets too, but leave the window nearly empty:
     // counting them held a cold tunnel's first request byte for HOLD_WHILE_CONGESTED_MS.
-    this.sendingBulk = confirmedBefore && last >= this.maxDatagramBytes - 64;
+    this.sendingBulk = this.confirmed && last >= this.maxDatagramBytes - 64;
     if (last > 0) this.windowLimited = this.sendingBulk;
     if (this.quic.isClosed()) {
       this.finish();
