@@ -1,31 +1,22 @@
-// Wires the data path together in start order — delivery first (QUIC listener,
-// inbound), then tunnels to peers, then capture, then the iptables rules — and
-// stops it in reverse, draining open connections for drain.graceMs.
-// Data path: capture/capture-listener.ts -> tunnel/tunnel-pool.ts ->
-// tunnel/stream-pipe.ts -> (peer) tunnel/quic-listener.ts -> inbound/delivery.ts.
+// Wires the daemon together: the admin server, the credentials, the data plane (the
+// Rust crate in native/, through dataplane/), then the iptables rules; stops in
+// reverse, draining open connections for drain.graceMs. The data path itself —
+// capture -> route/policy -> tunnel -> flow -> deliver — lives in native/src/.
 import { AdminServer } from './admin/admin-server.js';
-import { CaptureListener } from './capture/capture-listener.js';
-import { linuxSocketOptions, type SocketOptions } from './capture/socket-options.js';
 import type { Config } from './config/load.js';
 import { restartOnlyChanges } from './config/reload-check.js';
-import { issuedByAny, loadCredentials, parseCaBundle, type Credentials } from './identity/credentials.js';
-import type { TunnelConnection } from './tunnel/tunnel-connection.js';
-import { InboundDelivery } from './inbound/delivery.js';
+import { loadCredentials, type Credentials } from './identity/credentials.js';
 import { RuleManager } from './iptables/manager.js';
 import type { Logger } from './log.js';
-import { RouteTable } from './policy/route.js';
-import { QuicListener } from './tunnel/quic-listener.js';
-import { makeQuicheConfig, type QuicheConfig } from './tunnel/quiche.js';
-import { TunnelPool } from './tunnel/tunnel-pool.js';
 import { buildStatus } from './admin/status.js';
 import { MetricsRegistry } from './admin/metrics.js';
 import { sampleDaemon } from './admin/metrics-sample.js';
 import { ExpiryWatch } from './identity/expiry-watch.js';
+import { DataPlane } from './dataplane/data-plane.js';
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
 
 export interface DaemonDeps {
-  readonly sockets?: SocketOptions;
   readonly rules?: RuleManager | null;
 }
 
@@ -33,15 +24,8 @@ export class Daemon {
   ready = false;
   readonly startedAt = Date.now();
   credentials!: Credentials;
-  routes: RouteTable;
-  listener!: QuicListener;
-  pool!: TunnelPool;
-  capture!: CaptureListener;
-  inbound!: InboundDelivery;
+  dataPlane: DataPlane | null = null;
   private admin!: AdminServer;
-  private clientConfig!: QuicheConfig;
-  private serverConfig!: QuicheConfig;
-
   private currentConfig: Config;
   readonly expiry: ExpiryWatch;
 
@@ -51,21 +35,20 @@ export class Daemon {
     private readonly deps: DaemonDeps = {},
   ) {
     this.currentConfig = config;
-    this.routes = new RouteTable(config);
     this.expiry = new ExpiryWatch(() => this.credentials, log.child({ component: 'certificate' }));
   }
 
-  /** The config in force; a reload swaps it (with the routes and credentials) in one step. */
+  /** The config in force; a reload swaps it (with the data plane's snapshot) in one step. */
   get config(): Config {
     return this.currentConfig;
   }
 
   /**
-   * Live reload (SIGHUP or a file change, cli/run.ts): validates `next` exactly as check-config does, then swaps config,
-   * routes, policy and certificates atomically; peers are added, removed or re-dialled.
-   * Anything invalid, or a key only a restart can change, leaves the running config as it is.
-   * New connections get the new policy at once; open ones it denies are reset or left to
-   * finish (reload.deniedConnections). New certificates: our tunnels are re-dialled make-before-break.
+   * Live reload (SIGHUP or a file change, cli/run.ts): validates `next` exactly as check-config does, applies
+   * its iptables rules, then swaps config, routes, policy and certificates in the data plane atomically;
+   * peers are added, removed or re-dialled. Anything invalid, or a key only a restart can change, leaves the
+   * running config as it is. New connections get the new policy at once; open ones it denies are reset or
+   * left to finish (reload.deniedConnections). New certificates: our tunnels are re-dialled make-before-break.
    */
   async reload(next: Config): Promise<{ ok: true } | { ok: false; reason: string }> {
     const log = this.log.child({ component: 'reload' });
@@ -90,35 +73,16 @@ export class Daemon {
         return refuse(`iptables: ${(err as Error).message}`);
       }
     }
-    // One synchronous swap: no connection ever sees half of the new state.
-    const previousPeers = this.config.peers.map((p) => p.name);
     const previous = this.credentials;
     const newCredentials = !sameBytes(previous.caPem, credentials.caPem) || !sameBytes(previous.certPem, credentials.certPem) || !sameBytes(previous.keyPem, credentials.keyPem);
-    this.currentConfig = next;
-    this.routes = new RouteTable(next);
-    this.credentials = credentials;
-    this.clientConfig = makeQuicheConfig(credentials, next.tunnel);
-    this.serverConfig = makeQuicheConfig(credentials, next.tunnel);
-    this.log.level = next.log.level;
-    this.pool.sync(next.peers);
-    const kept = new Set(next.peers.map((p) => p.name));
-    for (const name of previousPeers) if (!kept.has(name)) this.listener.dropPeer(name, 'peer removed from config');
-    // Open connections are judged by the new policy too (reload.deniedConnections).
-    this.capture.reviewOpen(next.reload.deniedConnections);
-    this.inbound.reviewOpen(next.reload.deniedConnections);
-    // A peer whose certificate the new CA bundle no longer covers loses its connections now (fail closed).
-    if (!sameBytes(previous.caPem, credentials.caPem)) {
-      const cas = parseCaBundle(credentials.caPem);
-      const untrusted = (c: TunnelConnection): boolean => {
-        const der = c.quic.peerCertChain()?.[0];
-        return der !== undefined && !issuedByAny(der, cas);
-      };
-      const reason = 'peer certificate no longer trusted (CA removed from tls.ca)';
-      this.listener.closeUntrusted(untrusted, reason);
-      this.pool.closeUntrusted(untrusted, reason);
+    try {
+      this.dataPlane?.apply(next, credentials);
+    } catch (err) {
+      return refuse((err as Error).message);
     }
-    // Tunnels we dialled move to the new certificates without dropping a stream.
-    if (newCredentials) this.pool.renewAll('new certificates loaded');
+    this.currentConfig = next;
+    this.credentials = credentials;
+    this.log.level = next.log.level;
     this.expiry.check('reload');
     log.info(
       { peers: next.peers.map((p) => p.name), notAfter: credentials.notAfter.toISOString(), policyRules: next.policy.rules.length, newCredentials },
@@ -129,7 +93,6 @@ export class Daemon {
 
   async start(): Promise<void> {
     const { config, log } = this;
-    const sockets = this.deps.sockets ?? linuxSocketOptions;
     const metrics = new MetricsRegistry(() => sampleDaemon(this));
     this.admin = new AdminServer(config.listen.admin.host, config.listen.admin.port, {
       ready: () => this.ready,
@@ -139,42 +102,10 @@ export class Daemon {
     await this.admin.start();
 
     this.credentials = loadCredentials(config);
-    this.clientConfig = makeQuicheConfig(this.credentials, config.tunnel);
-    this.serverConfig = makeQuicheConfig(this.credentials, config.tunnel);
     log.info({ identity: this.credentials.identity, notAfter: this.credentials.notAfter.toISOString() }, 'certificate loaded');
     this.expiry.check('start');
 
-    this.inbound = new InboundDelivery(() => this.routes, () => this.config.policy, sockets, config.capture.mark, log, () => this.config.capture.idleTimeoutMs);
-    this.listener = new QuicListener({
-      listen: config.listen.quic,
-      peers: () => this.config.peers,
-      trustDomain: config.tls.trustDomain,
-      quicheConfig: () => this.serverConfig,
-      ownValidity: () => this.credentials,
-      resetKey: this.credentials.resetKey,
-      keepAliveMs: config.tunnel.keepAliveMs,
-      maxDatagramBytes: config.tunnel.maxDatagramBytes,
-      maxConnections: Math.max(16, config.peers.length * 4),
-      maxHandshakes: Math.max(8, config.peers.length * 2),
-      addressValidation: config.tunnel.addressValidation as 'always' | 'under-load' | 'never',
-      onStream: (conn, peer, id) => this.inbound.onStream(conn, peer, id),
-      onPeerUp: (peer, cert) => this.pool?.tunnels.get(peer.name)?.peerIsUp(cert),
-      log,
-    });
-    await this.listener.start();
-
-    this.pool = new TunnelPool({
-      localHost: config.listen.quic.host,
-      trustDomain: config.tls.trustDomain,
-      quicheConfig: () => this.clientConfig,
-      ownValidity: () => this.credentials,
-      tunnel: config.tunnel,
-      log: log.child({ component: 'tunnel' }),
-    });
-    this.pool.sync(config.peers);
-
-    this.capture = new CaptureListener(config.listen.capture, () => this.routes, () => ({ nodeName: this.config.node.name, policy: this.config.policy }), this.pool, sockets, log, () => this.config.capture.maxConnections, () => this.config.capture.idleTimeoutMs, () => this.config.capture.maxConnectionsPerSource);
-    await this.capture.start();
+    this.dataPlane = DataPlane.start(config, this.credentials, log);
 
     const rules = this.deps.rules === undefined ? (config.capture.applyRules ? new RuleManager(config) : null) : this.deps.rules;
     if (rules) {
@@ -188,19 +119,11 @@ export class Daemon {
   /** Stops capture, lets open connections finish for up to graceMs, then closes tunnels. */
   async stop(graceMs = this.config.drain.graceMs): Promise<{ unfinished: number }> {
     this.ready = false;
-    this.capture?.stop();
-    this.inbound?.stopAccepting();
-    const open = (): number => (this.capture?.counters.active ?? 0) + (this.inbound?.counters.active ?? 0);
-    const deadline = Date.now() + graceMs;
-    if (open() > 0) this.log.info({ open: open(), graceMs }, 'draining open connections');
-    while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    const unfinished = open();
-    if (unfinished > 0) this.log.warn({ unfinished }, 'grace period over; resetting the rest');
+    const result = this.dataPlane ? await this.dataPlane.drainAndStop(graceMs) : { unfinished: 0 };
+    this.dataPlane = null;
     this.expiry.stop();
-    this.pool?.stop();
-    await this.listener?.stop();
     await this.admin?.stop();
     this.log.info('qmesh stopped');
-    return { unfinished };
+    return result;
   }
 }

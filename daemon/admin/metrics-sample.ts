@@ -1,46 +1,42 @@
-// Reads the running daemon's live objects into a MetricsSample for metrics.ts,
-// once per scrape: the outbound tunnels (tunnel/tunnel-pool.ts), the connections
-// peers dialled (tunnel/quic-listener.ts), capture and inbound counters.
+// Reads the data plane's counters (dataplane/) into a MetricsSample for metrics.ts,
+// once per scrape: both tunnels of each peer, capture, inbound and QUIC counters.
 import type { Daemon } from '../daemon.js';
 import type { MetricsSample, TunnelSample } from './metrics.js';
 
-const ZERO_TRAFFIC: TunnelSample['traffic'] = { streamsActive: 0, streamsTotal: 0, bytesSent: 0, bytesReceived: 0, datagramsSent: 0, datagramsReceived: 0 };
-
 export function sampleDaemon(d: Daemon): MetricsSample {
+  const stats = d.dataPlane?.stats() ?? null;
   const tunnels: TunnelSample[] = [];
   for (const p of d.config.peers) {
-    const t = d.pool?.tunnels.get(p.name);
-    const out = t?.connection && t.connection.verified && !t.connection.closed ? t.connection : null;
+    const s = stats?.peers.find((x) => x.name === p.name);
+    const out = s?.outbound;
+    const inn = s?.inbound;
+    const traffic = (t: typeof inn) => ({
+      streamsActive: t?.streamsActive ?? 0,
+      streamsTotal: t?.streamsTotal ?? 0,
+      bytesSent: t?.bytesSent ?? 0,
+      bytesReceived: t?.bytesReceived ?? 0,
+      datagramsSent: t?.datagramsSent ?? 0,
+      datagramsReceived: t?.datagramsReceived ?? 0,
+    });
+    const path = (t: typeof inn) => (t?.up && t.rttMs !== null ? { rttMs: t.rttMs, cwnd: t.cwnd ?? 0, lost: t.lostPackets } : null);
     tunnels.push({
       peer: p.name,
       tunnel: 'outbound',
-      up: t?.state === 'up',
-      handshakes: t?.handshakes ?? 0,
-      reconnects: t?.reconnects ?? 0,
-      connection: out,
-      path: out ? out.pathStats() : null,
-      traffic: t?.traffic ?? ZERO_TRAFFIC,
+      up: out?.state === 'up',
+      handshakes: out?.handshakes ?? 0,
+      reconnects: out?.reconnects ?? 0,
+      lostTotal: out?.lostPackets ?? 0,
+      path: out?.state === 'up' ? path(out) : null,
+      traffic: traffic(out),
     });
-    const inConn = d.listener?.fromPeer.get(p.name);
-    const live = inConn && !inConn.closed ? inConn : null;
-    tunnels.push({
-      peer: p.name,
-      tunnel: 'inbound',
-      up: live !== null,
-      connection: live,
-      path: live ? live.pathStats() : null,
-      traffic: d.listener?.traffic.get(p.name) ?? ZERO_TRAFFIC,
-    });
+    tunnels.push({ peer: p.name, tunnel: 'inbound', up: inn?.up ?? false, lostTotal: inn?.lostPackets ?? 0, path: path(inn), traffic: traffic(inn) });
   }
-  // deniedByPolicy: counted where policy/ is wired in; absent otherwise.
-  const c = d.capture?.counters as (typeof d.capture.counters & { deniedByPolicy?: number }) | undefined;
-  const i = d.inbound?.counters as (typeof d.inbound.counters & { deniedByPolicy?: number }) | undefined;
   return {
     ready: d.ready,
     certificateNotAfterMs: d.credentials?.notAfter.getTime() ?? null,
     tunnels,
-    capture: c ? { accepted: c.accepted, refused: c.refused, deniedByPolicy: c.deniedByPolicy, limitHits: c.limitHits, idleTimeouts: c.idleTimeouts, closedByPolicy: c.closedByPolicy, active: c.active } : null,
-    inbound: i ? { accepted: i.accepted, denied: i.denied, deniedByPolicy: i.deniedByPolicy, connectFailed: i.connectFailed, idleTimeouts: i.idleTimeouts, closedByPolicy: i.closedByPolicy, active: i.active } : null,
-    quic: d.listener ? { droppedDatagrams: d.listener.droppedDatagrams, refusedHandshakes: d.listener.refusedHandshakes } : null,
+    capture: stats ? stats.capture : null,
+    inbound: stats ? stats.inbound : null,
+    quic: stats ? stats.quic : null,
   };
 }

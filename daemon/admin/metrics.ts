@@ -14,8 +14,8 @@ export interface TunnelSample {
   /** Only the outbound side dials, so only it counts handshakes and re-dials. */
   readonly handshakes?: number;
   readonly reconnects?: number;
-  /** The live connection (identity only: tells a new connection's counters from the old one's), or null. */
-  readonly connection: object | null;
+  /** Packets declared lost on connections to the peer, summed over re-dials (monotonic). */
+  readonly lostTotal: number;
   readonly path: { readonly rttMs: number; readonly cwnd: number; readonly lost: number } | null;
   readonly traffic: {
     readonly streamsActive: number;
@@ -41,36 +41,9 @@ type Labels = Record<string, string>;
 type Value = number | null | undefined;
 const finite = (v: Value): v is number => typeof v === 'number' && Number.isFinite(v);
 
-/**
- * quiche counts lost packets per connection, and a re-dialled tunnel starts again
- * at 0. This keeps qmesh_tunnel_lost_packets_total monotonic: when a peer's
- * connection changes, what the old one reported at the last scrape is carried over.
- */
-class LostPacketTally {
-  private readonly byKey = new Map<string, { connection: object | null; last: number; carried: number }>();
-
-  total(t: TunnelSample): number {
-    const key = `${t.peer}\u0000${t.tunnel}`;
-    const lost = t.path?.lost ?? 0;
-    const e = this.byKey.get(key);
-    if (!e) {
-      this.byKey.set(key, { connection: t.connection, last: lost, carried: 0 });
-      return lost;
-    }
-    if (e.connection !== t.connection) {
-      e.carried += e.last;
-      e.connection = t.connection;
-      e.last = 0;
-    }
-    if (t.connection) e.last = lost;
-    return e.carried + e.last;
-  }
-}
-
 export class MetricsRegistry {
   readonly registry = new Registry();
   private current: MetricsSample | null = null;
-  private readonly lost = new LostPacketTally();
 
   constructor(private readonly sample: () => MetricsSample) {
     const r = this.registry;
@@ -91,9 +64,9 @@ export class MetricsRegistry {
     this.gauge('tunnel_up', 'Whether the QUIC connection to the peer is up (1) or not (0).', tl, perTunnel((t) => (t.up ? 1 : 0)));
     this.counter('tunnel_handshakes_total', 'Handshakes this host completed as client towards the peer.', tl, perTunnel((t) => t.handshakes, 'outbound'));
     this.counter('tunnel_reconnects_total', 'Times this host re-dialled the peer after losing its tunnel.', tl, perTunnel((t) => t.reconnects, 'outbound'));
-    this.gauge('tunnel_rtt_seconds', 'Smoothed round-trip time of the connection (quiche path stats, millisecond resolution); absent while it is down.', tl, perTunnel((t) => (t.path && t.up ? t.path.rttMs / 1000 : null)));
+    this.gauge('tunnel_rtt_seconds', 'Smoothed round-trip time of the connection (QUIC path stats); absent while it is down.', tl, perTunnel((t) => (t.path && t.up ? t.path.rttMs / 1000 : null)));
     this.gauge('tunnel_congestion_window_bytes', 'Congestion window of the connection; absent while it is down.', tl, perTunnel((t) => (t.path && t.up ? t.path.cwnd : null)));
-    this.counter('tunnel_lost_packets_total', 'Packets quiche declared lost on connections to the peer, summed over re-dials.', tl, perTunnel((t) => this.lost.total(t)));
+    this.counter('tunnel_lost_packets_total', 'Packets declared lost on connections to the peer, summed over re-dials.', tl, perTunnel((t) => t.lostTotal));
     this.gauge('tunnel_streams_active', 'Streams (tunnelled TCP connections) open on the connection.', tl, perTunnel((t) => t.traffic.streamsActive));
     this.counter('tunnel_streams_total', 'Streams (tunnelled TCP connections) opened on the connection.', tl, perTunnel((t) => t.traffic.streamsTotal));
     const directions = (sent: (t: TunnelSample) => number, received: (t: TunnelSample) => number) => (s: MetricsSample): Array<[Labels, Value]> =>
@@ -123,7 +96,7 @@ export class MetricsRegistry {
     ]);
     this.counter('inbound_connect_failed_total', 'Inbound streams whose TCP connect to the local destination failed.', [], (s) => [[{}, s.inbound?.connectFailed]]);
     this.gauge('inbound_connections_active', 'Inbound streams being delivered now.', [], (s) => [[{}, s.inbound?.active]]);
-    this.counter('quic_dropped_datagrams_total', 'Datagrams dropped before quiche: not from a configured peer or not for a known connection.', [], (s) => [[{}, s.quic?.droppedDatagrams]]);
+    this.counter('quic_dropped_datagrams_total', 'Connection attempts dropped before any state: not from a configured peer, or not accepted by QUIC.', [], (s) => [[{}, s.quic?.droppedDatagrams]]);
     this.counter('quic_refused_handshakes_total', 'Handshakes the QUIC listener refused (peer identity, limits).', [], (s) => [[{}, s.quic?.refusedHandshakes]]);
   }
 

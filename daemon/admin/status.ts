@@ -1,46 +1,47 @@
 // Builds the /status document from the running daemon: each peer with its
 // outbound tunnel (state, RTT, handshakes, reconnects) and the traffic both
-// ways (streams and bytes), plus capture and inbound counters.
+// ways (streams and bytes), plus capture and inbound counters, all read from
+// the data plane's counters (dataplane/) when scraped.
 import { formatHostPort } from '../config/formats.js';
 import type { Daemon } from '../daemon.js';
 import { expiringSoon } from '../identity/validity.js';
 
 export function buildStatus(d: Daemon): unknown {
   const { config } = d;
+  const stats = d.dataPlane?.stats() ?? null;
   const peers = config.peers.map((p) => {
-    const t = d.pool?.tunnels.get(p.name);
-    const inConn = d.listener?.fromPeer.get(p.name);
-    const inTraffic = d.listener?.traffic.get(p.name);
-    const path = t?.connection?.verified ? t.connection.pathStats() : null;
+    const s = stats?.peers.find((x) => x.name === p.name);
+    const out = s?.outbound;
+    const inn = s?.inbound;
     return {
       name: p.name,
       endpoint: formatHostPort(p.endpoint),
       cidrs: p.cidrs.map(String),
-      state: t?.state ?? 'down',
+      state: out?.state ?? 'down',
       outbound: {
-        state: t?.state ?? 'down',
-        upSince: t?.upSince ? new Date(t.upSince).toISOString() : null,
-        handshakes: t?.handshakes ?? 0,
-        reconnects: t?.reconnects ?? 0,
-        renewals: t?.renewals ?? 0,
-        lastError: t?.lastError ?? null,
-        rttMs: path ? Number(path.rttMs.toFixed(3)) : null,
-        lostPackets: path?.lost ?? 0,
-        streamsActive: t?.traffic.streamsActive ?? 0,
-        streamsTotal: t?.traffic.streamsTotal ?? 0,
-        bytesSent: t?.traffic.bytesSent ?? 0,
-        bytesReceived: t?.traffic.bytesReceived ?? 0,
-        datagramsSent: t?.traffic.datagramsSent ?? 0,
-        datagramsReceived: t?.traffic.datagramsReceived ?? 0,
+        state: out?.state ?? 'down',
+        upSince: out?.upSinceMs ? new Date(out.upSinceMs).toISOString() : null,
+        handshakes: out?.handshakes ?? 0,
+        reconnects: out?.reconnects ?? 0,
+        renewals: out?.renewals ?? 0,
+        lastError: out?.lastError ?? null,
+        rttMs: out?.state === 'up' && out.rttMs !== null ? out.rttMs : null,
+        lostPackets: out?.lostPackets ?? 0,
+        streamsActive: out?.streamsActive ?? 0,
+        streamsTotal: out?.streamsTotal ?? 0,
+        bytesSent: out?.bytesSent ?? 0,
+        bytesReceived: out?.bytesReceived ?? 0,
+        datagramsSent: out?.datagramsSent ?? 0,
+        datagramsReceived: out?.datagramsReceived ?? 0,
       },
       inbound: {
-        state: inConn && !inConn.closed ? 'up' : 'down',
-        streamsActive: inTraffic?.streamsActive ?? 0,
-        streamsTotal: inTraffic?.streamsTotal ?? 0,
-        bytesSent: inTraffic?.bytesSent ?? 0,
-        bytesReceived: inTraffic?.bytesReceived ?? 0,
-        datagramsSent: inTraffic?.datagramsSent ?? 0,
-        datagramsReceived: inTraffic?.datagramsReceived ?? 0,
+        state: inn?.up ? 'up' : 'down',
+        streamsActive: inn?.streamsActive ?? 0,
+        streamsTotal: inn?.streamsTotal ?? 0,
+        bytesSent: inn?.bytesSent ?? 0,
+        bytesReceived: inn?.bytesReceived ?? 0,
+        datagramsSent: inn?.datagramsSent ?? 0,
+        datagramsReceived: inn?.datagramsReceived ?? 0,
       },
     };
   });
@@ -61,17 +62,9 @@ export function buildStatus(d: Daemon): unknown {
     uptimeSeconds: Math.round((Date.now() - d.startedAt) / 1000),
     listen: { quic: formatHostPort(config.listen.quic), capture: config.listen.capture },
     peers,
-    capture: d.capture ? { ...d.capture.counters } : null,
-    inbound: d.inbound ? { ...d.inbound.counters } : null,
-    quic: d.listener
-      ? {
-          droppedDatagrams: d.listener.droppedDatagrams,
-          refusedHandshakes: d.listener.refusedHandshakes,
-          retriesSent: d.listener.retriesSent,
-          // quiche connections the listener holds (handshaking or up): what an Initial flood would grow.
-          connections: d.listener.connections().length,
-          handshaking: d.listener.handshakesInProgress,
-        }
-      : null,
+    capture: stats ? { ...stats.capture } : null,
+    inbound: stats ? { ...stats.inbound } : null,
+    // Connections held (handshaking or up) and what the listener refused: what an Initial flood would grow.
+    quic: stats ? { ...stats.quic } : null,
   };
 }

@@ -1,9 +1,9 @@
 // Tells systemd (Type=notify) what the daemon is doing, through the datagram
 // socket named by NOTIFY_SOCKET (sd_notify(3)): READY=1 once Daemon.start() is
 // done (when /healthz turns 200), STOPPING=1 when a stop begins. cli/run.ts
-// calls it; the datagram goes out through the native addon (native/addon.ts).
+// calls it; the datagram goes out through the data plane addon (dataplane/native.ts).
 import type { Logger } from '../log.js';
-import { tryAddon, type Addon } from '../native/addon.js';
+import { tryAddon, type Addon } from '../dataplane/native.js';
 
 export class SystemdNotifier {
   private warned = false;

@@ -5,7 +5,7 @@ import { ErrorCodes, QmeshError } from '../errors.js';
 import { loadCredentials } from '../identity/credentials.js';
 import { RuleManager } from '../iptables/manager.js';
 import { initCa, issueHost } from '../pki/index.js';
-import { nativeAddonAvailable } from '../capture/socket-options.js';
+import { checkWithDataPlane } from '../dataplane/data-plane.js';
 
 const out = (line: string): void => {
   process.stdout.write(line + '\n');
@@ -16,7 +16,8 @@ export function checkConfigCommand(file: string): void {
   const config = loadConfig(file, process.env);
   const creds = loadCredentials(config);
   new RuleManager(config); // builds the rule set: throws if it cannot be expressed
-  const addon = nativeAddonAvailable();
+  // What the data plane itself would refuse (it checks every snapshot again), or that it is not built.
+  const addon = checkWithDataPlane(config, creds);
   out(`config OK: ${config.file}`);
   out(`  node ${config.node.name} (${creds.identity}), certificate valid until ${creds.notAfter.toISOString()}`);
   out(`  quic ${config.listen.quic.host}:${config.listen.quic.port}, capture port ${config.listen.capture}, admin ${config.listen.admin.host}:${config.listen.admin.port}`);

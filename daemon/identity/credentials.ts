@@ -6,8 +6,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { Config } from '../config/load.js';
 import { ErrorCodes, QmeshError } from '../errors.js';
-import type { TlsMaterial } from '../tunnel/quiche.js';
 import { checkPeerCertificate } from './peer-identity.js';
+
+/** The PEM material the data plane's TLS uses. */
+export interface TlsMaterial {
+  readonly caPem: Uint8Array;
+  readonly certPem: Uint8Array;
+  readonly keyPem: Uint8Array;
+}
 
 export interface Credentials extends TlsMaterial {
   readonly notBefore: Date;

@@ -1,14 +1,27 @@
 //! qmesh's data plane, loaded by the daemon as an N-API addon. The modules follow the
 //! traffic: capture -> route/policy -> tunnel -> flow -> deliver; `api` is the boundary.
 pub mod addr;
+#[cfg(feature = "core")]
+pub mod api;
+#[cfg(feature = "core")]
+pub mod capture;
+#[cfg(feature = "core")]
+pub mod deliver;
+pub mod events;
 pub mod flow;
 pub mod header;
 pub mod identity;
+#[cfg(feature = "core")]
+pub mod plane;
 pub mod policy;
+#[cfg(feature = "core")]
+pub mod registry;
 pub mod route;
 pub mod snapshot;
 pub mod sockopt;
 pub mod stats;
+#[cfg(feature = "core")]
+pub mod tunnel;
 
 /// Application error codes carried in RESET_STREAM / STOP_SENDING / CONNECTION_CLOSE
 /// (the same numbers as the JavaScript data path used, so mixed versions read each other).

@@ -1,0 +1,143 @@
+//! Step 5, deliver: the receiving end of a tunnel stream. Reads the stream header (reset
+//! if it does not arrive whole in time), refuses a destination outside local.cidrs (never
+//! an open relay), a claimed source the sending peer does not own, and a flow the policy
+//! denies; then connects to the destination with the daemon's SO_MARK and starts the pipe.
+use crate::capture::report;
+use crate::events::Level;
+use crate::flow::{self, FlowCtl};
+use crate::header::{self, Decoded, StreamHeader};
+use crate::plane::Shared;
+use crate::policy::{Action, PolicyFlow};
+use crate::registry::{Direction, FlowEntry};
+use crate::snapshot::Peer;
+use crate::tunnel::{FlowOnTunnel, Tunnel};
+use crate::{app_error, fields, sockopt, stats};
+use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stream must bring its whole header within this long, or it is reset.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static MARK_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Reads until a complete header; returns it with whatever payload came along in the same reads.
+async fn read_header(recv: &mut quinn::RecvStream) -> Result<(StreamHeader, Bytes), String> {
+    let mut buf = BytesMut::new();
+    loop {
+        match StreamHeader::decode(&buf)? {
+            Decoded::Complete(h, len) => return Ok((h, buf.split_off(len).freeze())),
+            Decoded::Incomplete if buf.len() >= header::MAX_LEN => return Err("truncated stream header".into()),
+            Decoded::Incomplete => {}
+        }
+        match recv.read_chunk(header::MAX_LEN, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err("truncated stream header".into()),
+            Err(e) => return Err(format!("stream ended before its header: {e}")),
+        }
+    }
+}
+
+pub async fn deliver(shared: Arc<Shared>, peer: Arc<Peer>, tunnel: Arc<Tunnel>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let on_tunnel = FlowOnTunnel::new(tunnel);
+    let stream = send.id().index();
+    let refuse = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: u32, f: serde_json::Value, reason: &str| {
+        let mut f = f;
+        f["reason"] = reason.into();
+        shared.emit(Level::Warn, "inbound", "inbound stream refused", f);
+        let _ = send.reset(code.into());
+        let _ = recv.stop(code.into());
+    };
+    let (h, leftover) = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(why)) => {
+            stats::inc(&shared.inbound.denied);
+            return refuse(&mut send, &mut recv, app_error::BAD_HEADER, fields! {"peer" => peer.name, "stream" => stream}, &why);
+        }
+        Err(_) => {
+            stats::inc(&shared.inbound.denied);
+            let why = format!("no complete stream header within {} ms", HEADER_TIMEOUT.as_millis());
+            return refuse(&mut send, &mut recv, app_error::BAD_HEADER, fields! {"peer" => peer.name, "stream" => stream}, &why);
+        }
+    };
+    let f = fields! {"peer" => peer.name, "stream" => stream, "src" => h.source.to_string(), "dst" => h.destination.to_string()};
+    let snap = shared.snapshot.load_full();
+    if !snap.routes.is_local(h.destination.ip()) {
+        stats::inc(&shared.inbound.denied);
+        return refuse(&mut send, &mut recv, app_error::DENIED, f, "destination outside local.cidrs");
+    }
+    // A reload may have removed or changed the peer since its connection was accepted.
+    let Some(current) = snap.peer_named(&peer.name) else {
+        stats::inc(&shared.inbound.denied);
+        return refuse(&mut send, &mut recv, app_error::DENIED, f, "peer removed from config");
+    };
+    if !snap.routes.owned_by(current, h.source.ip()) {
+        stats::inc(&shared.inbound.denied);
+        return refuse(&mut send, &mut recv, app_error::DENIED, f, &format!("source outside {}'s cidrs", peer.name));
+    }
+    // The peer's name is its verified certificate identity; the source is one it owns (checked above).
+    let flow = PolicyFlow { from_peer: &peer.name, source: h.source.ip(), destination: h.destination.ip(), port: h.destination.port() };
+    let decision = snap.policy.evaluate(&flow);
+    if decision.action == Action::Deny {
+        stats::inc(&shared.inbound.denied_by_policy);
+        let mut f = f;
+        f["rule"] = decision.rule.into();
+        return refuse(&mut send, &mut recv, app_error::DENIED, f, "denied by policy");
+    }
+    let ctl = FlowCtl::new();
+    let _registered = shared.flows.register(FlowEntry { direction: Direction::Inbound, peer: peer.name.clone(), source: h.source, destination: h.destination, ctl: ctl.clone() });
+    stats::inc(&shared.inbound.active);
+    let tcp = match connect(&shared, &snap, h.destination).await {
+        Ok(t) => t,
+        Err(e) => {
+            stats::dec(&shared.inbound.active);
+            stats::inc(&shared.inbound.connect_failed);
+            let mut f = f;
+            f["err"] = e.clone().into();
+            shared.emit(Level::Warn, "inbound", "destination connect failed", f);
+            let _ = send.reset(app_error::CONNECT_FAILED.into());
+            let _ = recv.stop(app_error::CONNECT_FAILED.into());
+            return;
+        }
+    };
+    stats::inc(&shared.inbound.accepted);
+    let link = shared.accepted_link(&peer.name);
+    link.traffic.stream_opened();
+    let idle = Some(snap.capture.idle_timeout_ms).filter(|&ms| ms > 0).map(Duration::from_millis);
+    let log_flows = snap.log_flows;
+    drop(snap);
+    let summary = flow::run_pipe(tcp, send, recv, Bytes::new(), leftover, link.traffic.clone(), idle, ctl).await;
+    link.traffic.stream_closed();
+    stats::dec(&shared.inbound.active);
+    drop(on_tunnel);
+    report(&shared, Direction::Inbound, &peer.name, h.source, h.destination, &summary, idle, log_flows);
+}
+
+async fn connect(shared: &Shared, snap: &crate::snapshot::Snapshot, to: crate::addr::Endpoint) -> Result<tokio::net::TcpStream, String> {
+    match sockopt::connect_marked(to, snap.mark, CONNECT_TIMEOUT).await {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // Without CAP_NET_ADMIN there is no SO_MARK; delivery targets local CIDRs, which capture never matches.
+            if !MARK_WARNED.swap(true, Relaxed) {
+                shared.emit(Level::Warn, "inbound", "cannot set SO_MARK on delivery sockets; continuing unmarked", fields! {"err" => e.to_string()});
+            }
+            sockopt::connect_unmarked(to, CONNECT_TIMEOUT).await.map_err(|e| io_code(&e))
+        }
+        Err(e) => Err(io_code(&e)),
+    }
+}
+
+/// `ECONNREFUSED`-style names, as the logs have always shown them.
+fn io_code(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "ECONNREFUSED".into(),
+        TimedOut => "ETIMEDOUT".into(),
+        HostUnreachable => "EHOSTUNREACH".into(),
+        NetworkUnreachable => "ENETUNREACH".into(),
+        ConnectionReset => "ECONNRESET".into(),
+        _ => e.to_string(),
+    }
+}

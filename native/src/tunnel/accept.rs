@@ -1,0 +1,183 @@
+//! The server side of every tunnel. A connection attempt is judged before it gets any
+//! state: it must come from a configured peer's address, the handshake caps (overall and
+//! per source) must have room, and under load (or always, by config) the address is
+//! validated with a stateless Retry first. The handshake's verifier requires exactly
+//! the SPIFFE id of the peer at that address. Streams the peer opens go to deliver.rs.
+use super::{transport, Tunnel};
+use crate::addr::Endpoint;
+use crate::events::Level;
+use crate::plane::Shared;
+use crate::snapshot::{AddressValidation, Peer};
+use crate::tunnel::dial::{describe_failure, iso, own_not_after};
+use crate::{app_error, deliver, fields, stats};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// 'under-load' answers with Retry once this many handshakes are in progress.
+const RETRY_WHEN_HANDSHAKING: u64 = 2;
+
+/// Handshakes in progress per source address; an entry leaves with its last handshake.
+#[derive(Default)]
+struct PerSource(Mutex<HashMap<IpAddr, u32>>);
+
+struct HandshakeSlot {
+    shared: Arc<Shared>,
+    per_source: Arc<PerSource>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        stats::dec(&self.shared.quic.handshaking);
+        if let Ok(mut m) = self.per_source.0.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+pub async fn accept_loop(shared: Arc<Shared>) {
+    let per_source = Arc::new(PerSource::default());
+    loop {
+        let incoming = tokio::select! {
+            i = shared.endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = shared.stop.cancelled() => break,
+        };
+        let snap = shared.snapshot.load_full();
+        let from = Endpoint::from(incoming.remote_address());
+        let Some(peer) = snap.peer_at(from.ip()).cloned() else {
+            stats::inc(&shared.quic.dropped_datagrams); // not a configured peer: no state, no answer
+            incoming.ignore();
+            continue;
+        };
+        if shared.draining.load(Relaxed) {
+            incoming.refuse();
+            continue;
+        }
+        let handshaking = shared.quic.handshaking.load(Relaxed);
+        let from_source = per_source.0.lock().map(|m| m.get(&from.ip()).copied().unwrap_or(0)).unwrap_or(u32::MAX);
+        if handshaking >= u64::from(snap.tunnel.max_handshakes) || from_source >= snap.tunnel.max_handshakes_per_source {
+            stats::inc(&shared.quic.refused_handshakes);
+            incoming.ignore();
+            continue;
+        }
+        let retry = match snap.address_validation {
+            AddressValidation::Always => true,
+            AddressValidation::UnderLoad => handshaking >= RETRY_WHEN_HANDSHAKING,
+            AddressValidation::Never => false,
+        };
+        if retry && !incoming.remote_address_validated() && incoming.may_retry() {
+            if incoming.retry().is_ok() {
+                stats::inc(&shared.quic.retries_sent);
+            }
+            continue;
+        }
+        let creds = shared.creds.load_full();
+        let (config, verdict) = match transport::server_config_for(&snap, &creds, &peer.name) {
+            Ok(c) => c,
+            Err(e) => {
+                shared.emit(Level::Error, "quic-listener", "cannot build the TLS config for a peer", fields! {"peer" => peer.name, "err" => e});
+                incoming.refuse();
+                continue;
+            }
+        };
+        let connecting = match incoming.accept_with(Arc::new(config)) {
+            Ok(c) => c,
+            Err(e) => {
+                stats::inc(&shared.quic.dropped_datagrams);
+                shared.emit(Level::Debug, "quic-listener", "Initial not accepted", fields! {"peer" => peer.name, "reason" => e.to_string()});
+                continue;
+            }
+        };
+        stats::inc(&shared.quic.handshaking);
+        if let Ok(mut m) = per_source.0.lock() {
+            *m.entry(from.ip()).or_insert(0) += 1;
+        }
+        let slot = HandshakeSlot { shared: shared.clone(), per_source: per_source.clone(), ip: from.ip() };
+        let timeout = Duration::from_millis(snap.tunnel.connect_timeout_ms);
+        tokio::spawn(handshake(shared.clone(), peer, from, connecting, verdict, slot, timeout));
+    }
+}
+
+async fn handshake(shared: Arc<Shared>, peer: Arc<Peer>, from: Endpoint, connecting: quinn::Connecting, verdict: crate::identity::Verdict, slot: HandshakeSlot, timeout: Duration) {
+    let refuse = |reason: String, code: Option<&'static str>| {
+        stats::inc(&shared.quic.refused_handshakes);
+        shared.emit(Level::Warn, "quic-listener", "peer handshake failed", fields! {"peer" => peer.name, "role" => "server", "from" => from.to_string(), "reason" => reason, "code" => code});
+    };
+    let conn = match tokio::time::timeout(timeout, connecting).await {
+        Err(_) => return refuse(format!("no handshake within {} ms", timeout.as_millis()), None),
+        Ok(Err(e)) => {
+            let (why, code) = describe_failure(&e, &verdict);
+            return refuse(why, code);
+        }
+        Ok(Ok(c)) => c,
+    };
+    drop(slot);
+    let id = match verdict.take() {
+        Some(Ok(id)) => id,
+        Some(Err(r)) => {
+            conn.close(app_error::IDENTITY.into(), b"peer identity refused");
+            return refuse(format!("{} (datagrams came from {}'s endpoint)", r.reason, peer.name), Some(r.code));
+        }
+        None => {
+            conn.close(app_error::IDENTITY.into(), b"no verified peer identity");
+            return refuse("peer presented no client certificate".into(), None);
+        }
+    };
+    // A peer removed by a reload while it was handshaking gets no tunnel.
+    if shared.snapshot.load().peer_named(&peer.name).is_none_or(|p| p.endpoint.ip() != from.ip()) {
+        conn.close(app_error::SHUTDOWN.into(), b"peer removed from config");
+        return refuse("peer removed from config during the handshake".into(), None);
+    }
+    let tunnel = Arc::new(Tunnel::new(conn, id));
+    let link = shared.accepted_link(&peer.name);
+    link.add(tunnel.clone());
+    stats::inc(&shared.quic.connections);
+    shared.emit(Level::Info, "quic-listener", "peer tunnel accepted", fields! {"peer" => peer.name, "role" => "server", "from" => from.to_string(), "peerNotAfter" => iso(tunnel.peer.not_after_unix)});
+    if let Some(d) = shared.dialer(&peer.name) {
+        d.peer_is_up(&tunnel.peer_leaf);
+    }
+    // Fail closed: the connection ends when a certificate it was authenticated with does.
+    let end = own_not_after(&shared).unwrap_or(i64::MAX).min(tunnel.peer.not_after_unix);
+    let left = end.saturating_sub((crate::tunnel::dial::now_ms() / 1000) as i64).clamp(0, 10 * 365 * 86_400) as u64;
+    let expiry = tokio::time::sleep(Duration::from_secs(left));
+    tokio::pin!(expiry);
+    let reason = loop {
+        tokio::select! {
+            s = tunnel.conn.accept_bi() => match s {
+                Ok((send, recv)) => {
+                    if shared.draining.load(Relaxed) {
+                        let (mut send, mut recv) = (send, recv);
+                        let _ = send.reset(app_error::SHUTDOWN.into());
+                        let _ = recv.stop(app_error::SHUTDOWN.into());
+                        continue;
+                    }
+                    tokio::spawn(deliver::deliver(shared.clone(), peer.clone(), tunnel.clone(), send, recv));
+                }
+                Err(e) => break e.to_string(),
+            },
+            _ = &mut expiry => {
+                shared.emit(Level::Warn, "quic-listener", "a certificate this tunnel was authenticated with expired; closing it", fields! {"peer" => peer.name});
+                tunnel.conn.close(app_error::SHUTDOWN.into(), b"certificate expired");
+            }
+            _ = shared.stop.cancelled() => break "daemon stopping".to_string(),
+        }
+    };
+    link.remove(&tunnel);
+    stats::dec(&shared.quic.connections);
+    shared.emit(Level::Info, "quic-listener", "peer tunnel closed", fields! {"peer" => peer.name, "reason" => reason});
+}
+
+/// Closes every connection a peer dialled to us (it was removed from the config).
+pub fn drop_peer(shared: &Shared, name: &str, reason: &str) {
+    for t in shared.accepted_link(name).live() {
+        t.conn.close(app_error::SHUTDOWN.into(), reason.as_bytes());
+    }
+}

@@ -1,0 +1,432 @@
+//! The outbound tunnel to one peer (client role): dialled at start-up, kept alive,
+//! re-dialled with capped exponential back-off when lost. Captured flows ask `ready()`
+//! for it. `renew()` re-establishes it make-before-break (new credentials, a peer's new
+//! certificate, or a certificate it was authenticated with about to expire): new flows
+//! move to the new connection once the peer confirmed it; the old one closes when its
+//! last flow is done. No connection outlives the certificates it was authenticated with.
+use super::{transport, FlowOnTunnel, Tunnel};
+use crate::events::Level;
+use crate::fields;
+use crate::identity::Verdict;
+use crate::plane::Shared;
+use crate::snapshot::Peer;
+use crate::app_error;
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelState {
+    Connecting,
+    Up,
+    #[default]
+    Down,
+    Stopped,
+}
+
+#[derive(Default)]
+struct DialStatus {
+    state: TunnelState,
+    up_since_ms: Option<u64>,
+    handshakes: u64,
+    reconnects: u64,
+    renewals: u64,
+    last_error: Option<String>,
+}
+
+#[derive(Serialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundView {
+    pub state: TunnelState,
+    pub up_since_ms: Option<u64>,
+    pub handshakes: u64,
+    pub reconnects: u64,
+    pub renewals: u64,
+    pub last_error: Option<String>,
+    #[serde(flatten)]
+    pub link: super::LinkView,
+}
+
+pub struct Dialer {
+    pub peer: Arc<Peer>,
+    pub link: super::Link,
+    status: Mutex<DialStatus>,
+    /// The connection new flows use: published once we verified the server.
+    live: watch::Sender<Option<Arc<Tunnel>>>,
+    kick: Notify,
+    renew: Notify,
+    renew_reason: Mutex<Option<String>>,
+    stop: CancellationToken,
+    stop_reason: Mutex<String>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// How a failed handshake reads in the log: the verifier's refusal when there is one.
+pub fn describe_failure(err: &dyn std::fmt::Display, verdict: &Verdict) -> (String, Option<&'static str>) {
+    match verdict.take() {
+        Some(Err(r)) => (r.reason, Some(r.code)),
+        _ => (err.to_string(), None),
+    }
+}
+
+impl Dialer {
+    pub fn spawn(shared: Arc<Shared>, peer: Arc<Peer>, rt: &tokio::runtime::Handle) -> Arc<Dialer> {
+        let d = Arc::new(Dialer {
+            peer,
+            link: super::Link::default(),
+            status: Mutex::new(DialStatus::default()),
+            live: watch::channel(None).0,
+            kick: Notify::new(),
+            renew: Notify::new(),
+            renew_reason: Mutex::new(None),
+            stop: shared.stop.child_token(),
+            stop_reason: Mutex::new("daemon stopping".into()),
+        });
+        rt.spawn(d.clone().run(shared));
+        d
+    }
+
+    fn with_status<R>(&self, f: impl FnOnce(&mut DialStatus) -> R) -> Option<R> {
+        self.status.lock().ok().map(|mut s| f(&mut s))
+    }
+
+    pub fn view(&self) -> OutboundView {
+        let link = self.link.view();
+        self.with_status(|s| OutboundView {
+            state: s.state,
+            up_since_ms: s.up_since_ms,
+            handshakes: s.handshakes,
+            reconnects: s.reconnects,
+            renewals: s.renewals,
+            last_error: s.last_error.clone(),
+            link,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The live tunnel, waiting up to `timeout`; a tunnel in back-off is re-dialled now.
+    pub async fn ready(&self, timeout: Duration) -> Result<FlowOnTunnel, String> {
+        let mut rx = self.live.subscribe();
+        if let Some(t) = rx.borrow_and_update().clone() {
+            if t.conn.close_reason().is_none() {
+                return Ok(FlowOnTunnel::new(t));
+            }
+        }
+        if self.with_status(|s| s.state) == Some(TunnelState::Down) {
+            self.kick.notify_one();
+        }
+        let wait = async {
+            loop {
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+                if let Some(t) = rx.borrow_and_update().clone() {
+                    if t.conn.close_reason().is_none() {
+                        return Some(t);
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Some(t)) => Ok(FlowOnTunnel::new(t)),
+            Ok(None) => Err(self.down_error("daemon stopping")),
+            Err(_) => Err(self.down_error(&format!("no tunnel within {} ms", timeout.as_millis()))),
+        }
+    }
+
+    fn down_error(&self, why: &str) -> String {
+        let last = self.with_status(|s| s.last_error.clone()).flatten();
+        match last {
+            Some(l) => format!("tunnel to {} is down ({why}; last error: {l})", self.peer.name),
+            None => format!("tunnel to {} is down ({why})", self.peer.name),
+        }
+    }
+
+    /// The peer just reached us: it is up. Skip the back-off; if it presents another
+    /// certificate than our tunnel saw, it rotated: re-establish ours too.
+    pub fn peer_is_up(&self, peer_leaf: &[u8]) {
+        match self.with_status(|s| s.state) {
+            Some(TunnelState::Down) => self.kick.notify_one(),
+            Some(TunnelState::Up) => {
+                let ours = self.live.borrow().as_ref().map(|t| t.peer_leaf.clone());
+                if ours.is_some_and(|o| !o.is_empty() && o != peer_leaf) {
+                    self.request_renewal("peer presented a new certificate");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn request_renewal(&self, reason: &str) {
+        if let Ok(mut r) = self.renew_reason.lock() {
+            *r = Some(reason.to_string());
+        }
+        self.renew.notify_one();
+    }
+
+    pub fn stop(&self, reason: &str) {
+        if let Ok(mut r) = self.stop_reason.lock() {
+            *r = reason.to_string();
+        }
+        self.stop.cancel();
+    }
+
+    fn stop_reason(&self) -> String {
+        self.stop_reason.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    async fn run(self: Arc<Self>, shared: Arc<Shared>) {
+        let mut backoff = Duration::from_millis(shared.snapshot.load().tunnel.reconnect_min_ms);
+        let mut outage_logged: Option<String> = None;
+        loop {
+            let dial_started = Instant::now();
+            self.with_status(|s| s.state = TunnelState::Connecting);
+            let result = tokio::select! {
+                r = self.dial(&shared, true) => r,
+                _ = self.stop.cancelled() => break,
+            };
+            let reason = match result {
+                Ok(t) => {
+                    let was = self.up(&shared, &t);
+                    outage_logged = None;
+                    backoff = Duration::from_millis(shared.snapshot.load().tunnel.reconnect_min_ms);
+                    let why = self.hold(&shared, t).await;
+                    if self.stop.is_cancelled() {
+                        break;
+                    }
+                    let _ = self.live.send(None);
+                    self.with_status(|s| {
+                        s.state = TunnelState::Down;
+                        s.up_since_ms = None;
+                        s.last_error = Some(why.clone());
+                    });
+                    shared.emit(Level::Warn, "tunnel", "tunnel down", fields! {"peer" => self.peer.name, "role" => "client", "reason" => why, "upForMs" => was.elapsed().as_millis() as u64});
+                    why
+                }
+                Err((why, code, refused)) => {
+                    let _ = self.live.send(None);
+                    self.with_status(|s| {
+                        s.state = TunnelState::Down;
+                        s.last_error = Some(why.clone());
+                    });
+                    if outage_logged.as_deref() != Some(why.as_str()) {
+                        let msg = if refused { "peer refused our tunnel" } else if code.is_some() { "tunnel handshake refused" } else { "cannot reach peer" };
+                        shared.emit(Level::Warn, "tunnel", msg, fields! {"peer" => self.peer.name, "role" => "client", "reason" => why, "code" => code});
+                        outage_logged = Some(why.clone());
+                    } else {
+                        shared.emit(Level::Debug, "tunnel", "dial failed", fields! {"peer" => self.peer.name, "reason" => why});
+                    }
+                    why
+                }
+            };
+            let _ = reason;
+            self.with_status(|s| s.reconnects += 1);
+            // Back-off; a flow waiting or the peer reaching us cuts it short (but never below reconnectMinMs between dials).
+            let min = Duration::from_millis(shared.snapshot.load().tunnel.reconnect_min_ms);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.kick.notified() => {
+                    tokio::time::sleep(min.saturating_sub(dial_started.elapsed())).await;
+                }
+                _ = self.stop.cancelled() => break,
+            }
+            let max = Duration::from_millis(shared.snapshot.load().tunnel.reconnect_max_ms);
+            backoff = (backoff * 2).min(max);
+        }
+        let why = self.stop_reason();
+        for t in self.link.live() {
+            t.conn.close(app_error::SHUTDOWN.into(), why.as_bytes());
+            self.link.remove(&t);
+        }
+        let _ = self.live.send(None);
+        self.with_status(|s| s.state = TunnelState::Stopped);
+    }
+
+    fn up(&self, shared: &Shared, t: &Arc<Tunnel>) -> Instant {
+        self.with_status(|s| {
+            s.state = TunnelState::Up;
+            s.up_since_ms = Some(now_ms());
+            s.handshakes += 1;
+            s.last_error = None;
+        });
+        shared.emit(
+            Level::Info,
+            "tunnel",
+            "tunnel up",
+            fields! {"peer" => self.peer.name, "role" => "client", "endpoint" => self.peer.endpoint.to_string(), "peerNotAfter" => iso(t.peer.not_after_unix), "ownNotAfter" => own_not_after(shared).map(iso)},
+        );
+        Instant::now()
+    }
+
+    /// One handshake. `publish_early`: hand the connection to waiting flows as soon as we
+    /// verified the server (a request may ride with our Finished), before the server
+    /// confirmed it verified us. Err: (reason, refusal code, refused-after-establishment).
+    async fn dial(&self, shared: &Shared, publish_early: bool) -> Result<Arc<Tunnel>, (String, Option<&'static str>, bool)> {
+        let snap = shared.snapshot.load_full();
+        let creds = shared.creds.load_full();
+        let timeout = Duration::from_millis(snap.tunnel.connect_timeout_ms);
+        let (config, verdict) = transport::client_config_for(&snap, &creds, &self.peer.name).map_err(|e| (e, None, false))?;
+        let connecting = shared.endpoint.connect_with(config, self.peer.endpoint.0, &self.peer.name).map_err(|e| (format!("cannot dial: {e}"), None, false))?;
+        let started = Instant::now();
+        let conn = match tokio::time::timeout(timeout, connecting).await {
+            Err(_) => return Err((format!("no handshake within {} ms", timeout.as_millis()), None, false)),
+            Ok(Err(e)) => {
+                let (why, code) = describe_failure(&e, &verdict);
+                return Err((why, code, false));
+            }
+            Ok(Ok(c)) => c,
+        };
+        let id = match verdict.take() {
+            Some(Ok(id)) => id,
+            Some(Err(r)) => {
+                conn.close(app_error::IDENTITY.into(), b"peer identity refused");
+                return Err((r.reason, Some(r.code), false));
+            }
+            None => {
+                conn.close(app_error::IDENTITY.into(), b"no verified peer identity");
+                return Err(("the peer's certificate was not verified".into(), None, false));
+            }
+        };
+        let t = Arc::new(Tunnel::new(conn, id));
+        if publish_early {
+            let _ = self.live.send(Some(t.clone()));
+        }
+        // The server confirms the handshake (HANDSHAKE_DONE) once it verified our certificate.
+        let left = timeout.saturating_sub(started.elapsed());
+        let confirmed = tokio::time::timeout(left, async {
+            loop {
+                if t.conn.stats().frame_rx.handshake_done > 0 {
+                    return Ok(());
+                }
+                tokio::select! {
+                    e = t.conn.closed() => return Err(e),
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+        })
+        .await;
+        match confirmed {
+            Ok(Ok(())) => {
+                self.link.add(t.clone());
+                Ok(t)
+            }
+            Ok(Err(e)) => Err((format!("the peer refused our tunnel: {e}"), None, true)),
+            Err(_) => {
+                t.conn.close(app_error::SHUTDOWN.into(), b"handshake not confirmed");
+                Err((format!("handshake not confirmed within {} ms", timeout.as_millis()), None, false))
+            }
+        }
+    }
+
+    /// Keeps the tunnel until it is lost or stopped, renewing it when asked; returns why it ended.
+    async fn hold(&self, shared: &Arc<Shared>, first: Arc<Tunnel>) -> String {
+        let mut current = first;
+        loop {
+            let (renew_at, end_at) = expiry(shared, &current);
+            tokio::select! {
+                e = current.conn.closed() => {
+                    self.link.remove(&current);
+                    return e.to_string();
+                }
+                _ = self.stop.cancelled() => return self.stop_reason(),
+                _ = self.renew.notified() => {
+                    let reason = self.renew_reason.lock().ok().and_then(|mut r| r.take()).unwrap_or_else(|| "renewal".into());
+                    current = self.renew_now(shared, current, &reason).await;
+                }
+                _ = tokio::time::sleep_until(renew_at.into()), if renew_at < end_at => {
+                    current = self.renew_now(shared, current, "a certificate this tunnel was authenticated with expires soon").await;
+                }
+                _ = tokio::time::sleep_until(end_at.into()) => {
+                    shared.emit(Level::Warn, "tunnel", "a certificate this tunnel was authenticated with expired; closing it", fields! {"peer" => self.peer.name});
+                    current.conn.close(app_error::SHUTDOWN.into(), b"certificate expired");
+                }
+            }
+        }
+    }
+
+    async fn renew_now(&self, shared: &Arc<Shared>, old: Arc<Tunnel>, reason: &str) -> Arc<Tunnel> {
+        shared.emit(Level::Info, "tunnel", "re-establishing tunnel (make-before-break)", fields! {"peer" => self.peer.name, "reason" => reason});
+        match self.dial(shared, false).await {
+            Ok(new) => {
+                self.with_status(|s| {
+                    s.renewals += 1;
+                    s.handshakes += 1;
+                });
+                let _ = self.live.send(Some(new.clone()));
+                shared.emit(
+                    Level::Info,
+                    "tunnel",
+                    "tunnel re-established",
+                    fields! {"peer" => self.peer.name, "reason" => reason, "oldStreams" => old.flows.load(Relaxed), "peerNotAfter" => iso(new.peer.not_after_unix)},
+                );
+                tokio::spawn(retire(shared.clone(), self.peer.name.clone(), old));
+                new
+            }
+            Err((why, _, _)) => {
+                shared.emit(Level::Warn, "tunnel", "re-establishing the tunnel failed; the current connection carries on", fields! {"peer" => self.peer.name, "reason" => reason, "error" => why});
+                old
+            }
+        }
+    }
+}
+
+/// The old connection of a renewal closes once its last flow is done.
+async fn retire(shared: Arc<Shared>, peer: String, old: Arc<Tunnel>) {
+    while old.flows.load(Relaxed) > 0 && old.conn.close_reason().is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    old.conn.close(app_error::SHUTDOWN.into(), b"replaced by a newer connection");
+    if let Some(d) = shared.dialer(&peer) {
+        d.link.remove(&old);
+    }
+    shared.emit(Level::Info, "tunnel", "old tunnel connection closed after its streams finished", fields! {"peer" => peer, "ageMs" => old.created.elapsed().as_millis() as u64});
+}
+
+/// This host's certificate's validity (not before, not after), Unix seconds.
+pub fn own_validity(shared: &Shared) -> Option<(i64, i64)> {
+    let creds = shared.creds.load();
+    let (_, cert) = x509_parser::parse_x509_certificate(creds.leaf_der()).ok()?;
+    Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
+}
+
+pub fn own_not_after(shared: &Shared) -> Option<i64> {
+    own_validity(shared).map(|v| v.1)
+}
+
+/// When to renew (10 % of the lifetime before the end, at most 5 minutes) and when the
+/// first of the two certificates it was authenticated with ends.
+fn expiry(shared: &Shared, t: &Tunnel) -> (Instant, Instant) {
+    let own = own_not_after(shared).unwrap_or(i64::MAX);
+    let (end, start) = if own < t.peer.not_after_unix {
+        (own, own_validity(shared).map_or(own, |v| v.0))
+    } else {
+        (t.peer.not_after_unix, t.peer.not_before_unix)
+    };
+    let margin = ((end - start).max(0) / 10).min(300);
+    let now_unix = (now_ms() / 1000) as i64;
+    let at = |unix: i64| Instant::now() + Duration::from_secs(unix.saturating_sub(now_unix).clamp(0, 10 * 365 * 86_400) as u64);
+    (at(end - margin), at(end))
+}
+
+pub fn iso(unix: i64) -> String {
+    // RFC 3339 in UTC without a date library: days from the civil calendar algorithm.
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}

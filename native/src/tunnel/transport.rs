@@ -1,0 +1,71 @@
+//! quinn settings from the snapshot: one transport for both roles, the endpoint (its
+//! stateless-reset key survives restarts), and per-peer TLS configs whose verifier
+//! expects exactly that peer's SPIFFE id (identity.rs).
+use crate::identity::{self, Credentials, Verdict};
+use crate::snapshot::{Congestion, Snapshot};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{congestion, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per stream and per connection flow-control windows: room for bulk on a LAN with a few
+/// milliseconds of scheduling delay, bounded so a slow receiver caps what we buffer.
+const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
+pub fn transport(s: &Snapshot) -> Result<Arc<TransportConfig>, String> {
+    let t = &s.tunnel;
+    let mut c = TransportConfig::default();
+    let idle = IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms)).map_err(|e| format!("tunnel.idleTimeoutMs: {e}"))?;
+    c.max_idle_timeout(Some(idle));
+    c.keep_alive_interval(Some(Duration::from_millis(t.keep_alive_ms)));
+    c.max_concurrent_bidi_streams(VarInt::from_u32(t.max_streams));
+    c.max_concurrent_uni_streams(VarInt::from_u32(0));
+    c.datagram_receive_buffer_size(None);
+    c.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
+    c.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
+    c.send_window(u64::from(CONNECTION_WINDOW));
+    // The operator states what the underlay carries (1350 fits any 1500-byte path; 8952 for
+    // jumbo frames): start there and never probe above it.
+    c.initial_mtu(t.max_datagram_bytes);
+    let mut mtu = MtuDiscoveryConfig::default();
+    mtu.upper_bound(t.max_datagram_bytes);
+    c.mtu_discovery_config(Some(mtu));
+    match s.congestion {
+        Congestion::Cubic => c.congestion_controller_factory(Arc::new(congestion::CubicConfig::default())),
+        Congestion::NewReno => c.congestion_controller_factory(Arc::new(congestion::NewRenoConfig::default())),
+        Congestion::Bbr => c.congestion_controller_factory(Arc::new(congestion::BbrConfig::default())),
+    };
+    Ok(Arc::new(c))
+}
+
+pub fn endpoint_config(s: &Snapshot) -> quinn::EndpointConfig {
+    // Stateless-reset tokens derive from a key stable across restarts: a peer still using a
+    // connection we lost by restarting learns it from its next packet, not from its idle timeout.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &s.reset_key);
+    quinn::EndpointConfig::new(Arc::new(key))
+}
+
+/// The endpoint-wide server settings (Retry tokens, limits on unaccepted Initials). Each
+/// accepted connection gets `server_config_for` its peer instead of this one's TLS.
+pub fn server_config_for(s: &Snapshot, creds: &Credentials, peer: &str) -> Result<(quinn::ServerConfig, Verdict), String> {
+    let (tls, verdict) = identity::server_config(creds, &s.trust_domain, peer)?;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| format!("QUIC server TLS config: {e}"))?;
+    let mut c = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    c.transport_config(transport(s)?);
+    c.migration(false);
+    // Only the handshakes the caps let through get state; the rest are ignored (accept.rs).
+    c.max_incoming(1024);
+    let mut tokens = quinn::ValidationTokenConfig::default();
+    tokens.sent(0); // no NEW_TOKEN: every handshake is a fresh, fully verified one
+    c.validation_token_config(tokens);
+    Ok((c, verdict))
+}
+
+pub fn client_config_for(s: &Snapshot, creds: &Credentials, peer: &str) -> Result<(quinn::ClientConfig, Verdict), String> {
+    let (tls, verdict) = identity::client_config(creds, &s.trust_domain, peer)?;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC client TLS config: {e}"))?;
+    let mut c = quinn::ClientConfig::new(Arc::new(quic));
+    c.transport_config(transport(s)?);
+    Ok((c, verdict))
+}
