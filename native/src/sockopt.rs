@@ -20,10 +20,17 @@ pub fn original_destination(sock: &TcpStream) -> io::Result<Endpoint> {
         IpAddr::V4(_) => true,
         IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
     };
-    let raw = if ipv4 { s.original_dst()? } else { s.original_dst_ipv6()? };
-    raw.as_socket()
-        .map(Endpoint::from)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "original destination is not an IP address"))
+    let raw = if ipv4 {
+        s.original_dst()?
+    } else {
+        s.original_dst_ipv6()?
+    };
+    raw.as_socket().map(Endpoint::from).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "original destination is not an IP address",
+        )
+    })
 }
 
 /// SO_LINGER {on, 0}: an unplanned close (the process killed) resets instead of sending FIN;
@@ -47,10 +54,18 @@ pub async fn connect_unmarked(to: Endpoint, timeout: Duration) -> io::Result<Tcp
 
 async fn connect(to: Endpoint, mark: Option<u32>, timeout: Duration) -> io::Result<TcpStream> {
     let addr = SocketAddr::new(to.ip(), to.port());
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(mark) = mark {
         SockRef::from(&socket).set_mark(mark).map_err(|e| {
-            let kind = if e.raw_os_error() == Some(libc::EPERM) { io::ErrorKind::PermissionDenied } else { e.kind() };
+            let kind = if e.raw_os_error() == Some(libc::EPERM) {
+                io::ErrorKind::PermissionDenied
+            } else {
+                e.kind()
+            };
             io::Error::new(kind, format!("setting SO_MARK {mark:#x}: {e}"))
         })?;
     }
@@ -108,7 +123,10 @@ mod tests {
         s.write_all(b"bye").await.unwrap();
         drop(s);
         let mut got = Vec::new();
-        tokio::time::timeout(T, c.read_to_end(&mut got)).await.unwrap().unwrap();
+        tokio::time::timeout(T, c.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, b"bye");
     }
 
@@ -163,7 +181,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
 
         let name = format!("qmesh-sdnotify-test-{}", std::process::id());
-        let rx = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let rx = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes()).unwrap())
+            .unwrap();
         rx.set_read_timeout(Some(T)).unwrap();
         assert_eq!(sd_notify(&format!("@{name}"), "STOPPING=1").unwrap(), 10);
         let n = rx.recv(&mut b).unwrap();
@@ -182,7 +201,10 @@ mod tests {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+            Err(format!(
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
         }
     }
 
@@ -190,18 +212,54 @@ mod tests {
     struct Netns(String);
     impl Drop for Netns {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
         }
     }
 
     /// Connects to `to`, which the namespace's nat OUTPUT rule REDIRECTs to `listener`, and
     /// returns what original_destination says of the accepted socket (and its peer address).
-    async fn redirected(ns: &str, listener: TcpListener, to: SocketAddr) -> Result<(Endpoint, SocketAddr), String> {
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port().to_string();
-        let (tool, dst) = if to.is_ipv4() { ("iptables", format!("{}/32", to.ip())) } else { ("ip6tables", format!("{}/128", to.ip())) };
+    async fn redirected(
+        ns: &str,
+        listener: TcpListener,
+        to: SocketAddr,
+    ) -> Result<(Endpoint, SocketAddr), String> {
+        let port = listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .port()
+            .to_string();
+        let (tool, dst) = if to.is_ipv4() {
+            ("iptables", format!("{}/32", to.ip()))
+        } else {
+            ("ip6tables", format!("{}/128", to.ip()))
+        };
         let dport = to.port().to_string();
-        in_netns(ns, &[tool, "-w", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", &dst, "--dport", &dport, "-j", "REDIRECT", "--to-ports", &port])?;
-        let c = tokio::time::timeout(T, TcpStream::connect(to)).await.map_err(|_| format!("connect {to}: timeout"))?;
+        in_netns(
+            ns,
+            &[
+                tool,
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "-d",
+                &dst,
+                "--dport",
+                &dport,
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &port,
+            ],
+        )?;
+        let c = tokio::time::timeout(T, TcpStream::connect(to))
+            .await
+            .map_err(|_| format!("connect {to}: timeout"))?;
         let _c = c.map_err(|e| format!("connect {to}: {e}"))?;
         let (s, peer) = tokio::time::timeout(T, listener.accept())
             .await
@@ -218,20 +276,44 @@ mod tests {
             return;
         }
         let ns = Netns(format!("qmesh-sockopt-{}", std::process::id()));
-        let out = std::process::Command::new("ip").args(["netns", "add", &ns.0]).output().expect("run ip");
-        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip netns add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         in_netns(&ns.0, &["ip", "link", "set", "lo", "up"]).unwrap();
-        in_netns(&ns.0, &["ip", "-6", "addr", "add", "fd00:5a17::5/128", "dev", "lo", "nodad"]).unwrap();
+        in_netns(
+            &ns.0,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "fd00:5a17::5/128",
+                "dev",
+                "lo",
+                "nodad",
+            ],
+        )
+        .unwrap();
 
         let name = ns.0.clone();
         let result = std::thread::spawn(move || -> Result<(), String> {
             use std::os::fd::AsRawFd;
             // setns changes only this thread's namespace; the runtime and sockets live here.
-            let f = std::fs::File::open(format!("/var/run/netns/{name}")).map_err(|e| e.to_string())?;
+            let f =
+                std::fs::File::open(format!("/var/run/netns/{name}")).map_err(|e| e.to_string())?;
             if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(format!("setns: {}", io::Error::last_os_error()));
             }
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
             rt.block_on(async {
                 let bind = |a: &str| {
                     let a: SocketAddr = a.parse().unwrap();
@@ -249,7 +331,10 @@ mod tests {
                 // IPv4 client on a dual-stack [::] listener: the peer is ::ffff:127.x.
                 let to: SocketAddr = "127.0.0.6:7778".parse().unwrap();
                 let (dst, peer) = redirected(&name, bind("[::]:0")?, to).await?;
-                assert!(matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()), "peer {peer}");
+                assert!(
+                    matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()),
+                    "peer {peer}"
+                );
                 assert_eq!(dst, Endpoint::from(to));
                 assert!(dst.ip().is_ipv4());
                 // IPv6.
@@ -258,9 +343,14 @@ mod tests {
                 assert_eq!(dst, Endpoint::from(to));
                 // Not redirected: the kernel has no original destination to give.
                 let l = bind("127.0.0.1:0")?;
-                let _c = TcpStream::connect(l.local_addr().unwrap()).await.map_err(|e| e.to_string())?;
+                let _c = TcpStream::connect(l.local_addr().unwrap())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let (s, _) = l.accept().await.map_err(|e| e.to_string())?;
-                assert!(original_destination(&s).is_err() || original_destination(&s).ok() == s.local_addr().ok().map(Endpoint::from));
+                assert!(
+                    original_destination(&s).is_err()
+                        || original_destination(&s).ok() == s.local_addr().ok().map(Endpoint::from)
+                );
                 Ok(())
             })
         })

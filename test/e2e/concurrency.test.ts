@@ -15,7 +15,8 @@ let h1: HostInfo;
 let h2: HostInfo;
 
 beforeAll(async () => {
-  mesh = await startMesh({ hosts: 2, functionsPerHost: 2 });
+  // Debug logging: the data plane reports a summary per connection only then.
+  mesh = await startMesh({ hosts: 2, functionsPerHost: 2, logLevel: 'debug' });
   [h1, h2] = mesh.hosts as [HostInfo, HostInfo];
   for (const f of h2.functions) await FnServer.start(mesh, f.ns, 'echo', { ip: f.ip, port: ECHO_PORT });
 }, 60_000);
@@ -27,16 +28,9 @@ afterAll(async () => {
 const outbound = async (): Promise<any> => (await mesh.status(h1)).peers.find((p: any) => p.name === h2.name).outbound;
 
 describe('concurrent connections', () => {
-  // retry: 1 — KNOWN BUG, not a flake to ignore: under many concurrent streams quiche 0.18
-  // (bundled in @matrixai/quic) can still discard a stream before its zero-length FIN leaves
-  // (cloudflare/quiche#2525); about 1 connection in 2,000 then waits for EOF forever (with two
-  // CPU hogs running, 6 of 40 runs had 1-3 such connections: the destination daemon had
-  // finished the stream, the source never got its FIN). The
-  // daemon's mitigations (stream-pipe.ts: hold-back, re-send, priority) made it rare, not
-  // impossible. The retry keeps CI meaningful until it is fixed; remove it with the fix.
-  it(`${CONNECTIONS} concurrent connections each get exactly their own bytes back`, { timeout: 60_000, retry: 1 }, async () => {
+  it(`${CONNECTIONS} concurrent connections each get exactly their own bytes back`, { timeout: 60_000 }, async () => {
     const before = await outbound();
-    // Log lines from this attempt only (a retry re-runs this body on the same daemons).
+    // Log lines from this test only.
     const mark = { h1: daemonOf(mesh, h1).log.length, h2: daemonOf(mesh, h2).log.length };
     const targets = h2.functions.map((f) => ({ ip: f.ip, port: ECHO_PORT }));
     const perClient = CONNECTIONS / h1.functions.length;
@@ -49,8 +43,6 @@ describe('concurrent connections', () => {
       expect(r.ok).toBe(perClient);
     }
     // Each connection was its own stream in host-1's tunnel to host-2, and all of them are finished.
-    // (Against the count at the start: a stream the known bug left open in a failed first
-    // attempt stays open until capture.idleTimeoutMs, and would fail the retry too.)
     const after = await waitFor(async () => {
       const o = await outbound();
       return o.streamsActive === before.streamsActive ? o : null;

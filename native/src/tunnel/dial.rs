@@ -201,7 +201,7 @@ impl Dialer {
                     if self.stop.is_cancelled() {
                         break;
                     }
-                    let _ = self.live.send(None);
+                    self.live.send_replace(None);
                     self.with_status(|s| {
                         s.state = TunnelState::Down;
                         s.up_since_ms = None;
@@ -211,7 +211,7 @@ impl Dialer {
                     why
                 }
                 Err((why, code, refused)) => {
-                    let _ = self.live.send(None);
+                    self.live.send_replace(None);
                     self.with_status(|s| {
                         s.state = TunnelState::Down;
                         s.last_error = Some(why.clone());
@@ -245,7 +245,7 @@ impl Dialer {
             t.conn.close(app_error::SHUTDOWN.into(), why.as_bytes());
             self.link.remove(&t);
         }
-        let _ = self.live.send(None);
+        self.live.send_replace(None);
         self.with_status(|s| s.state = TunnelState::Stopped);
     }
 
@@ -296,7 +296,7 @@ impl Dialer {
         };
         let t = Arc::new(Tunnel::new(conn, id));
         if publish_early {
-            let _ = self.live.send(Some(t.clone()));
+            self.live.send_replace(Some(t.clone()));
         }
         // The server confirms the handshake (HANDSHAKE_DONE) once it verified our certificate.
         let left = timeout.saturating_sub(started.elapsed());
@@ -359,7 +359,7 @@ impl Dialer {
                     s.renewals += 1;
                     s.handshakes += 1;
                 });
-                let _ = self.live.send(Some(new.clone()));
+                self.live.send_replace(Some(new.clone()));
                 shared.emit(
                     Level::Info,
                     "tunnel",
