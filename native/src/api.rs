@@ -105,12 +105,7 @@ impl DataPlane {
             }
             r.shared.review_open_flows();
             if new_ca {
-                // Connections peers dialled were verified under the old bundle: they re-dial under the new one.
-                for name in r.shared.accepted.lock().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
-                    for t in r.shared.accepted_link(&name).live() {
-                        t.conn.close(app_error::IDENTITY.into(), b"tls.ca changed");
-                    }
-                }
+                r.shared.close_untrusted("peer certificate no longer trusted (CA removed from tls.ca)");
             }
             if new_credentials {
                 let dialers: Vec<_> = r.shared.dialers.lock().map(|d| d.values().cloned().collect()).unwrap_or_default();

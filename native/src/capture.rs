@@ -160,7 +160,7 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
         return refuse(&shared, tcp, f, &format!("no tunnel for peer {}", peer.name));
     };
     let ctl = FlowCtl::new();
-    let _registered = shared.flows.register(FlowEntry { direction: Direction::Outbound, peer: peer.name.clone(), source, destination, ctl: ctl.clone() });
+    let registered = shared.flows.register(FlowEntry { direction: Direction::Outbound, peer: peer.name.clone(), source, destination, ctl: ctl.clone() });
     let connect_timeout = Duration::from_millis(snap.tunnel.connect_timeout_ms);
     let on_tunnel = match dialer.ready(connect_timeout).await {
         Ok(t) => t,
@@ -187,11 +187,12 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
     let summary = flow::run_pipe(tcp, send, recv, header.into(), bytes::Bytes::new(), traffic.clone(), idle, ctl).await;
     traffic.stream_closed();
     drop(on_tunnel);
-    report(&shared, Direction::Outbound, &peer.name, source, destination, &summary, idle, log_flows);
+    report(&shared, &registered.entry, &summary, idle, log_flows);
 }
 
 /// A flow's end: counted when idle timed out, logged per flow only with debug logging.
-pub fn report(shared: &Shared, direction: Direction, peer: &str, source: Endpoint, destination: Endpoint, s: &flow::FlowSummary, idle: Option<Duration>, log_flows: bool) {
+pub fn report(shared: &Shared, e: &FlowEntry, s: &flow::FlowSummary, idle: Option<Duration>, log_flows: bool) {
+    let (direction, peer, source, destination) = (e.direction, e.peer.as_str(), e.source, e.destination);
     let component = if direction == Direction::Outbound { "capture" } else { "inbound" };
     let f = fields! {
         "direction" => direction.as_str(), "peer" => peer, "src" => source.to_string(), "dst" => destination.to_string(),

@@ -87,7 +87,7 @@ pub async fn deliver(shared: Arc<Shared>, peer: Arc<Peer>, tunnel: Arc<Tunnel>, 
         return refuse(&mut send, &mut recv, app_error::DENIED, f, "denied by policy");
     }
     let ctl = FlowCtl::new();
-    let _registered = shared.flows.register(FlowEntry { direction: Direction::Inbound, peer: peer.name.clone(), source: h.source, destination: h.destination, ctl: ctl.clone() });
+    let registered = shared.flows.register(FlowEntry { direction: Direction::Inbound, peer: peer.name.clone(), source: h.source, destination: h.destination, ctl: ctl.clone() });
     stats::inc(&shared.inbound.active);
     let tcp = match connect(&shared, &snap, h.destination).await {
         Ok(t) => t,
@@ -112,7 +112,7 @@ pub async fn deliver(shared: Arc<Shared>, peer: Arc<Peer>, tunnel: Arc<Tunnel>, 
     link.traffic.stream_closed();
     stats::dec(&shared.inbound.active);
     drop(on_tunnel);
-    report(&shared, Direction::Inbound, &peer.name, h.source, h.destination, &summary, idle, log_flows);
+    report(&shared, &registered.entry, &summary, idle, log_flows);
 }
 
 async fn connect(shared: &Shared, snap: &crate::snapshot::Snapshot, to: crate::addr::Endpoint) -> Result<tokio::net::TcpStream, String> {

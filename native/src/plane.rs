@@ -99,6 +99,30 @@ impl Shared {
         }
     }
 
+    /// After `tls.ca` changed: every connection, either role, whose peer certificate no longer
+    /// chains to the bundle closes now, not when the certificate expires.
+    pub fn close_untrusted(&self, reason: &str) {
+        let creds = self.creds.load();
+        let dialers: Vec<_> = self.dialers.lock().map(|d| d.values().cloned().collect()).unwrap_or_default();
+        for d in dialers {
+            for t in d.link.live() {
+                if !creds.still_trusts(&t.peer_leaf) {
+                    self.emit(Level::Warn, "tunnel", "closing tunnel", fields! {"peer" => d.peer.name, "role" => "client", "reason" => reason});
+                    t.conn.close(app_error::IDENTITY.into(), reason.as_bytes());
+                }
+            }
+        }
+        let links: Vec<(String, Arc<Link>)> = self.accepted.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        for (peer, link) in links {
+            for t in link.live() {
+                if !creds.still_trusts(&t.peer_leaf) {
+                    self.emit(Level::Warn, "quic-listener", "closing peer tunnel", fields! {"peer" => peer, "role" => "server", "reason" => reason});
+                    t.conn.close(app_error::IDENTITY.into(), reason.as_bytes());
+                }
+            }
+        }
+    }
+
     pub fn open_flows(&self) -> usize {
         self.flows.len()
     }

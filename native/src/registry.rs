@@ -42,6 +42,7 @@ pub struct Registry {
 pub struct Registration {
     registry: Arc<Registry>,
     id: u64,
+    pub entry: Arc<FlowEntry>,
 }
 
 impl Drop for Registration {
@@ -55,10 +56,11 @@ impl Drop for Registration {
 impl Registry {
     pub fn register(self: &Arc<Self>, entry: FlowEntry) -> Registration {
         let id = self.next.fetch_add(1, Relaxed);
+        let entry = Arc::new(entry);
         if let Ok(mut flows) = self.flows.lock() {
-            flows.insert(id, Arc::new(entry));
+            flows.insert(id, entry.clone());
         }
-        Registration { registry: self.clone(), id }
+        Registration { registry: self.clone(), id, entry }
     }
 
     pub fn len(&self) -> usize {

@@ -12,8 +12,8 @@ function sample(over: Partial<MetricsSample> = {}, conn: object | null = {}, los
     ready: true,
     certificateNotAfterMs: Date.parse('2030-01-01T00:00:00Z'),
     tunnels: [
-      { peer: 'host-2', tunnel: 'outbound', up: conn !== null, handshakes: 2, reconnects: 1, connection: conn, path: conn ? { rttMs: 1.5, cwnd: 13500, lost } : null, traffic: traffic(4) },
-      { peer: 'host-2', tunnel: 'inbound', up: false, connection: null, path: null, traffic: traffic(0) },
+      { peer: 'host-2', tunnel: 'outbound', up: conn !== null, handshakes: 2, reconnects: 1, lostTotal: lost, path: conn ? { rttMs: 1.5, cwnd: 13500, lost } : null, traffic: traffic(4) },
+      { peer: 'host-2', tunnel: 'inbound', up: false, lostTotal: 0, path: null, traffic: traffic(0) },
     ],
     capture: { accepted: 5, refused: 1, deniedByPolicy: 3, active: 0 },
     inbound: { accepted: 7, denied: 2, deniedByPolicy: 4, connectFailed: 1, active: 0 },
@@ -95,14 +95,14 @@ describe('metrics exposition', () => {
     expect(m.get('qmesh_process_open_fds')?.[0]?.[1]).toBeGreaterThan(0);
   });
 
-  it('keeps lost packets monotonic across a re-dial, and drops nothing when sampled twice', async () => {
+  it('reports the data plane\'s lost-packet total (summed over re-dials there), also while the tunnel is down', async () => {
     let current = sample({}, {}, 5);
     const reg = new MetricsRegistry(() => current);
     const lost = async (): Promise<number | undefined> => valueOf(parseExposition(await reg.scrape()), 'qmesh_tunnel_lost_packets_total', { tunnel: 'outbound' });
     expect(await lost()).toBe(5);
-    current = sample({}, null); // tunnel down
+    current = sample({}, null, 5); // tunnel down: the total stays
     expect(await lost()).toBe(5);
-    current = sample({}, {}, 2); // a new connection counts from 0 again
+    current = sample({}, {}, 7);
     expect(await lost()).toBe(7);
   });
 

@@ -380,10 +380,6 @@ fn run(u: &mut Unstructured) -> Result<()> {
         }
     }
     let Ok(table) = table else { return Ok(()) };
-    static C: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    static M: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let c = C.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if c % 20000 == 0 { eprintln!("STAT compiled={c} rule-matches={}", M.load(std::sync::atomic::Ordering::Relaxed)); }
 
     for _ in 0..u.int_in_range(1..=16u8)? {
         let f = MFlow { from_peer: peer(u)?, source: flow_ip(u, &networks)?, destination: flow_ip(u, &networks)?, port: u.arbitrary()? };
@@ -393,7 +389,6 @@ fn run(u: &mut Unstructured) -> Result<()> {
             MAction::Allow => Action::Allow,
             MAction::Deny => Action::Deny,
         };
-        if rule != "default" { M.fetch_add(1, std::sync::atomic::Ordering::Relaxed); }
         assert_eq!((d.action, d.rule), (action, rule), "flow {f:?} against {text}");
     }
     Ok(())

@@ -115,6 +115,8 @@ async fn handshake(shared: Arc<Shared>, peer: Arc<Peer>, from: Endpoint, connect
         Err(_) => return refuse(format!("no handshake within {} ms", timeout.as_millis()), None),
         Ok(Err(e)) => {
             let (why, code) = describe_failure(&e, &verdict);
+            // The source address said which peer this must be; its certificate said otherwise.
+            let why = if code.is_some() { format!("{why} (datagrams came from {}'s endpoint)", peer.name) } else { why };
             return refuse(why, code);
         }
         Ok(Ok(c)) => c,
@@ -161,7 +163,7 @@ async fn handshake(shared: Arc<Shared>, peer: Arc<Peer>, from: Endpoint, connect
                     }
                     tokio::spawn(deliver::deliver(shared.clone(), peer.clone(), tunnel.clone(), send, recv));
                 }
-                Err(e) => break e.to_string(),
+                Err(e) => break super::describe_close(&e),
             },
             _ = &mut expiry => {
                 shared.emit(Level::Warn, "quic-listener", "a certificate this tunnel was authenticated with expired; closing it", fields! {"peer" => peer.name});

@@ -317,7 +317,7 @@ impl Dialer {
                 self.link.add(t.clone());
                 Ok(t)
             }
-            Ok(Err(e)) => Err((format!("the peer refused our tunnel: {e}"), None, true)),
+            Ok(Err(e)) => Err((format!("the peer refused our tunnel: {}", super::describe_close(&e)), None, true)),
             Err(_) => {
                 t.conn.close(app_error::SHUTDOWN.into(), b"handshake not confirmed");
                 Err((format!("handshake not confirmed within {} ms", timeout.as_millis()), None, false))
@@ -333,7 +333,7 @@ impl Dialer {
             tokio::select! {
                 e = current.conn.closed() => {
                     self.link.remove(&current);
-                    return e.to_string();
+                    return super::describe_close(&e);
                 }
                 _ = self.stop.cancelled() => return self.stop_reason(),
                 _ = self.renew.notified() => {
@@ -364,7 +364,7 @@ impl Dialer {
                     Level::Info,
                     "tunnel",
                     "tunnel re-established",
-                    fields! {"peer" => self.peer.name, "reason" => reason, "oldStreams" => old.flows.load(Relaxed), "peerNotAfter" => iso(new.peer.not_after_unix)},
+                    fields! {"peer" => self.peer.name, "role" => "client", "reason" => reason, "oldStreams" => old.flows.load(Relaxed), "peerNotAfter" => iso(new.peer.not_after_unix), "ownNotAfter" => own_not_after(shared).map(iso)},
                 );
                 tokio::spawn(retire(shared.clone(), self.peer.name.clone(), old));
                 new

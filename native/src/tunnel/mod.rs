@@ -31,6 +31,21 @@ impl Tunnel {
     }
 }
 
+/// Why a connection ended, in the words the logs have always used.
+pub fn describe_close(e: &quinn::ConnectionError) -> String {
+    use quinn::ConnectionError::*;
+    match e {
+        TimedOut => "idle timeout (peer silent)".into(),
+        Reset => "stateless reset (the peer lost the connection: it restarted?)".into(),
+        LocallyClosed => "closed locally".into(),
+        ApplicationClosed(c) => format!("closed by the peer: code {} ({})", c.error_code, String::from_utf8_lossy(&c.reason)),
+        ConnectionClosed(c) => format!("closed by the peer: {c}"),
+        TransportError(t) => format!("transport error: {t}"),
+        VersionMismatch => "the peer speaks no QUIC version of ours".into(),
+        CidsExhausted => "connection IDs exhausted".into(),
+    }
+}
+
 /// Counts a flow on its tunnel for as long as it lives (a retiring tunnel waits for zero).
 pub struct FlowOnTunnel(pub Arc<Tunnel>);
 
