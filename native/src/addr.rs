@@ -91,11 +91,19 @@ impl Cidr {
     fn mask_ip(&self, ip: IpAddr) -> IpAddr {
         match ip {
             IpAddr::V4(a) => {
-                let m = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
                 IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
             }
             IpAddr::V6(a) => {
-                let m = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
                 IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
             }
         }
@@ -105,7 +113,9 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (ip, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR"))?;
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR"))?;
         let ip: IpAddr = ip.parse().map_err(|_| format!("{s:?} is not a CIDR"))?;
         let prefix: u8 = prefix.parse().map_err(|_| format!("{s:?} is not a CIDR"))?;
         Cidr::new(ip, prefix)
@@ -138,7 +148,10 @@ mod tests {
         assert!("198.19.1.1/24".parse::<Cidr>().is_err());
         assert!("198.19.1.0/33".parse::<Cidr>().is_err());
         assert!("nonsense".parse::<Cidr>().is_err());
-        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! except with debug logging.
 use crate::events::Level;
 use crate::plane::{self, Shared};
-use crate::tunnel::{accept, transport};
+use crate::tunnel::{accept, liveness, socket, transport};
 use crate::{app_error, capture, fields, sockopt};
 use napi::{Error, Status};
 use napi_derive::napi;
@@ -32,7 +32,8 @@ impl DataPlane {
     /// Binds the QUIC socket and the capture port, dials every peer, starts accepting.
     #[napi(factory)]
     pub fn start(snapshot_json: String) -> napi::Result<DataPlane> {
-        let (snap, creds) = plane::prepare(&snapshot_json).map_err(|e| err("QMESH_ERR_CONFIG", e))?;
+        let (snap, creds) =
+            plane::prepare(&snapshot_json).map_err(|e| err("QMESH_ERR_CONFIG", e))?;
         let quic_addr = snap.listen_quic;
         let udp = std::net::UdpSocket::bind(quic_addr.0)
             .map_err(|e| err("QMESH_ERR_LISTEN", format!("cannot listen for QUIC on {quic_addr}: {e} (is the address on this host, is another daemon running?)")))?;
@@ -46,12 +47,36 @@ impl DataPlane {
             .thread_name("qmesh-dataplane")
             .enable_all()
             .build()
-            .map_err(|e| err("QMESH_ERR_LISTEN", format!("cannot start the data plane's threads: {e}")))?;
+            .map_err(|e| {
+                err(
+                    "QMESH_ERR_LISTEN",
+                    format!("cannot start the data plane's threads: {e}"),
+                )
+            })?;
         let _guard = rt.enter();
-        let (server, _) = transport::server_config_for(&snap, &creds, &snap.node).map_err(|e| err("QMESH_ERR_TLS_FILES", e))?;
-        let endpoint = quinn::Endpoint::new(transport::endpoint_config(&snap), Some(server), udp, Arc::new(quinn::TokioRuntime))
-            .map_err(|e| err("QMESH_ERR_LISTEN", format!("cannot listen for QUIC on {quic_addr}: {e}")))?;
-        let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| err("QMESH_ERR_LISTEN", e))?;
+        let (server, _) = transport::server_config_for(&snap, &creds, &snap.node)
+            .map_err(|e| err("QMESH_ERR_TLS_FILES", e))?;
+        let (hints_tx, hints_rx) = tokio::sync::mpsc::unbounded_channel();
+        let socket = socket::hinting_socket(udp, hints_tx).map_err(|e| {
+            err(
+                "QMESH_ERR_LISTEN",
+                format!("cannot listen for QUIC on {quic_addr}: {e}"),
+            )
+        })?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            transport::endpoint_config(&snap),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| {
+            err(
+                "QMESH_ERR_LISTEN",
+                format!("cannot listen for QUIC on {quic_addr}: {e}"),
+            )
+        })?;
+        let listener =
+            tokio::net::TcpListener::from_std(tcp).map_err(|e| err("QMESH_ERR_LISTEN", e))?;
         let shared = Arc::new(Shared {
             snapshot: arc_swap::ArcSwap::from_pointee(snap),
             creds: arc_swap::ArcSwap::from_pointee(creds),
@@ -65,17 +90,24 @@ impl DataPlane {
             endpoint,
             dialers: Default::default(),
             accepted: Default::default(),
+            probing: Default::default(),
         });
+        rt.spawn(liveness::hint_loop(shared.clone(), hints_rx));
         rt.spawn(accept::accept_loop(shared.clone()));
         shared.sync_dialers(rt.handle());
         rt.spawn(capture::accept_loop(shared.clone(), listener));
         shared.emit(Level::Info, "dataplane", "data plane started", fields! {"quic" => quic_addr.to_string(), "capture" => shared.snapshot.load().capture_port});
         drop(_guard);
-        Ok(DataPlane { running: Mutex::new(Some(Running { rt, shared })) })
+        Ok(DataPlane {
+            running: Mutex::new(Some(Running { rt, shared })),
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&Running) -> napi::Result<R>) -> napi::Result<R> {
-        let guard = self.running.lock().map_err(|_| err("QMESH_ERR_LISTEN", "data plane state poisoned"))?;
+        let guard = self
+            .running
+            .lock()
+            .map_err(|_| err("QMESH_ERR_LISTEN", "data plane state poisoned"))?;
         match guard.as_ref() {
             Some(r) => f(r),
             None => Err(err("QMESH_ERR_LISTEN", "the data plane is stopped")),
@@ -86,15 +118,29 @@ impl DataPlane {
     #[napi]
     pub fn apply(&self, snapshot_json: String) -> napi::Result<()> {
         self.with(|r| {
-            let (snap, creds) = plane::prepare(&snapshot_json).map_err(|e| err("QMESH_ERR_CONFIG", e))?;
+            let (snap, creds) =
+                plane::prepare(&snapshot_json).map_err(|e| err("QMESH_ERR_CONFIG", e))?;
             let old = r.shared.snapshot.load_full();
             if snap.listen_quic != old.listen_quic || snap.capture_port != old.capture_port {
-                return Err(err("QMESH_ERR_CONFIG", "only a restart can change listen.quic or listen.capture"));
+                return Err(err(
+                    "QMESH_ERR_CONFIG",
+                    "only a restart can change listen.quic or listen.capture",
+                ));
             }
             let old_creds = r.shared.creds.load_full();
             let new_ca = old.tls.ca_pem != snap.tls.ca_pem;
-            let new_credentials = new_ca || old.tls.cert_pem != snap.tls.cert_pem || old.tls.key_pem != snap.tls.key_pem;
-            let removed: Vec<String> = old.peers.iter().filter(|p| snap.peer_named(&p.name).is_none_or(|n| n.endpoint != p.endpoint)).map(|p| p.name.clone()).collect();
+            let new_credentials = new_ca
+                || old.tls.cert_pem != snap.tls.cert_pem
+                || old.tls.key_pem != snap.tls.key_pem;
+            let removed: Vec<String> = old
+                .peers
+                .iter()
+                .filter(|p| {
+                    snap.peer_named(&p.name)
+                        .is_none_or(|n| n.endpoint != p.endpoint)
+                })
+                .map(|p| p.name.clone())
+                .collect();
             drop(old_creds);
             r.shared.snapshot.store(Arc::new(snap));
             r.shared.creds.store(Arc::new(creds));
@@ -105,10 +151,16 @@ impl DataPlane {
             }
             r.shared.review_open_flows();
             if new_ca {
-                r.shared.close_untrusted("peer certificate no longer trusted (CA removed from tls.ca)");
+                r.shared
+                    .close_untrusted("peer certificate no longer trusted (CA removed from tls.ca)");
             }
             if new_credentials {
-                let dialers: Vec<_> = r.shared.dialers.lock().map(|d| d.values().cloned().collect()).unwrap_or_default();
+                let dialers: Vec<_> = r
+                    .shared
+                    .dialers
+                    .lock()
+                    .map(|d| d.values().cloned().collect())
+                    .unwrap_or_default();
                 for d in dialers {
                     d.request_renewal("new certificates loaded");
                 }
@@ -120,13 +172,18 @@ impl DataPlane {
     /// Counters and per-peer state, as JSON (read when /status or /metrics is scraped).
     #[napi]
     pub fn stats(&self) -> napi::Result<String> {
-        self.with(|r| serde_json::to_string(&plane::stats_view(&r.shared)).map_err(|e| err("QMESH_ERR_LISTEN", e)))
+        self.with(|r| {
+            serde_json::to_string(&plane::stats_view(&r.shared))
+                .map_err(|e| err("QMESH_ERR_LISTEN", e))
+        })
     }
 
     /// Events since the last call, as a JSON array of { level, component, msg, fields }.
     #[napi]
     pub fn take_events(&self) -> napi::Result<String> {
-        self.with(|r| serde_json::to_string(&r.shared.events.take()).map_err(|e| err("QMESH_ERR_LISTEN", e)))
+        self.with(|r| {
+            serde_json::to_string(&r.shared.events.take()).map_err(|e| err("QMESH_ERR_LISTEN", e))
+        })
     }
 
     /// Stops taking new flows (capture closes its port, inbound resets new streams); open ones carry on.
@@ -147,7 +204,12 @@ impl DataPlane {
     /// Resets what is still open, closes every tunnel, ends the data plane's threads. Returns the flows reset.
     #[napi]
     pub fn stop(&self) -> napi::Result<u32> {
-        let Some(r) = self.running.lock().map_err(|_| err("QMESH_ERR_LISTEN", "data plane state poisoned"))?.take() else {
+        let Some(r) = self
+            .running
+            .lock()
+            .map_err(|_| err("QMESH_ERR_LISTEN", "data plane state poisoned"))?
+            .take()
+        else {
             return Ok(0);
         };
         r.shared.draining.store(true, Relaxed);
@@ -157,8 +219,11 @@ impl DataPlane {
             // Let the resets leave before the connections close under them.
             tokio::time::sleep(Duration::from_millis(if reset > 0 { 50 } else { 0 })).await;
             shared.stop.cancel();
-            shared.endpoint.close(app_error::SHUTDOWN.into(), b"daemon stopping");
-            let _ = tokio::time::timeout(Duration::from_millis(500), shared.endpoint.wait_idle()).await;
+            shared
+                .endpoint
+                .close(app_error::SHUTDOWN.into(), b"daemon stopping");
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), shared.endpoint.wait_idle()).await;
         });
         r.rt.shutdown_timeout(Duration::from_millis(500));
         Ok(reset as u32)
@@ -168,11 +233,20 @@ impl DataPlane {
 /// One datagram to systemd's notify socket (a path, or "@name" in the abstract namespace); bytes sent.
 #[napi]
 pub fn sd_notify(path: String, message: String) -> napi::Result<u32> {
-    sockopt::sd_notify(&path, &message).map(|n| n as u32).map_err(|e| err("QMESH_ERR_LISTEN", format!("cannot notify systemd at {path}: {e}")))
+    sockopt::sd_notify(&path, &message)
+        .map(|n| n as u32)
+        .map_err(|e| {
+            err(
+                "QMESH_ERR_LISTEN",
+                format!("cannot notify systemd at {path}: {e}"),
+            )
+        })
 }
 
 /// Checks a snapshot exactly as `start` and `apply` would, without running anything.
 #[napi]
 pub fn check_snapshot(snapshot_json: String) -> napi::Result<()> {
-    plane::prepare(&snapshot_json).map(|_| ()).map_err(|e| err("QMESH_ERR_CONFIG", e))
+    plane::prepare(&snapshot_json)
+        .map(|_| ())
+        .map_err(|e| err("QMESH_ERR_CONFIG", e))
 }

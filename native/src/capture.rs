@@ -21,7 +21,11 @@ use tokio::net::{TcpListener, TcpStream};
 /// Binds the capture port on every address, both families (`[::]`, not v6-only).
 pub fn bind(port: u16) -> Result<std::net::TcpListener, String> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let fail = |e: std::io::Error| format!("cannot listen for captured TCP on port {port}: {e} (another qmesh or proxy running?)");
+    let fail = |e: std::io::Error| {
+        format!(
+            "cannot listen for captured TCP on port {port}: {e} (another qmesh or proxy running?)"
+        )
+    };
     let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     s.set_only_v6(false).map_err(fail)?;
     s.set_reuse_address(true).map_err(fail)?;
@@ -77,8 +81,14 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let snap = shared.snapshot.load();
         // A flood is refused at once and cheaply: a reset, a counter, one log line per second.
         let active = shared.capture.active.load(Relaxed);
-        let from_source = per_source.0.lock().map(|m| m.get(&source.ip()).copied().unwrap_or(0)).unwrap_or(u32::MAX);
-        if active >= u64::from(snap.capture.max_connections) || from_source >= snap.capture.max_connections_per_source {
+        let from_source = per_source
+            .0
+            .lock()
+            .map(|m| m.get(&source.ip()).copied().unwrap_or(0))
+            .unwrap_or(u32::MAX);
+        if active >= u64::from(snap.capture.max_connections)
+            || from_source >= snap.capture.max_connections_per_source
+        {
             let by_source = active < u64::from(snap.capture.max_connections);
             stats::inc(&shared.capture.limit_hits);
             if by_source {
@@ -88,11 +98,22 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             if limit_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 limit_logged = Some(Instant::now());
                 let (key, f) = if by_source {
-                    ("capture.maxConnectionsPerSource", fields! {"active" => active, "limitHits" => shared.capture.limit_hits.load(Relaxed), "source" => source.ip().to_string(), "fromSource" => from_source})
+                    (
+                        "capture.maxConnectionsPerSource",
+                        fields! {"active" => active, "limitHits" => shared.capture.limit_hits.load(Relaxed), "source" => source.ip().to_string(), "fromSource" => from_source},
+                    )
                 } else {
-                    ("capture.maxConnections", fields! {"active" => active, "limitHits" => shared.capture.limit_hits.load(Relaxed)})
+                    (
+                        "capture.maxConnections",
+                        fields! {"active" => active, "limitHits" => shared.capture.limit_hits.load(Relaxed)},
+                    )
                 };
-                shared.emit(Level::Warn, "capture", &format!("{key} reached; new connections are reset"), f);
+                shared.emit(
+                    Level::Warn,
+                    "capture",
+                    &format!("{key} reached; new connections are reset"),
+                    f,
+                );
             }
             continue;
         }
@@ -100,7 +121,11 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         if let Ok(mut m) = per_source.0.lock() {
             *m.entry(source.ip()).or_insert(0) += 1;
         }
-        let slot = CaptureSlot { shared: shared.clone(), per_source: per_source.clone(), ip: source.ip() };
+        let slot = CaptureSlot {
+            shared: shared.clone(),
+            per_source: per_source.clone(),
+            ip: source.ip(),
+        };
         tokio::spawn(captured(shared.clone(), tcp, source, slot));
     }
 }
@@ -131,13 +156,29 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
     let _ = tcp.set_nodelay(true);
     let destination = match sockopt::original_destination(&tcp) {
         Ok(d) => d,
-        Err(e) => return refuse(&shared, tcp, fields! {"src" => source.to_string()}, &format!("no original destination ({e}): not a redirected connection")),
+        Err(e) => {
+            return refuse(
+                &shared,
+                tcp,
+                fields! {"src" => source.to_string()},
+                &format!("no original destination ({e}): not a redirected connection"),
+            )
+        }
     };
     let f = fields! {"src" => source.to_string(), "dst" => destination.to_string()};
     let snap = shared.snapshot.load_full();
     // The original destination is the capture port itself: a connection made to it directly, a loop.
-    if destination.port() == snap.capture_port && tcp.local_addr().is_ok_and(|l| Endpoint::from(l).ip() == destination.ip()) {
-        return refuse(&shared, tcp, f, "connection to the capture port itself (redirect loop)");
+    if destination.port() == snap.capture_port
+        && tcp
+            .local_addr()
+            .is_ok_and(|l| Endpoint::from(l).ip() == destination.ip())
+    {
+        return refuse(
+            &shared,
+            tcp,
+            f,
+            "connection to the capture port itself (redirect loop)",
+        );
     }
     let peer = match snap.routes.lookup(destination.ip()) {
         Route::Peer(p) => p,
@@ -149,7 +190,12 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
     }
     // This host judges the flow as a receiver sharing its policy would, so a flow such a
     // receiver would deny never leaves (README "Policy").
-    let flow = PolicyFlow { from_peer: &snap.node, source: source.ip(), destination: destination.ip(), port: destination.port() };
+    let flow = PolicyFlow {
+        from_peer: &snap.node,
+        source: source.ip(),
+        destination: destination.ip(),
+        port: destination.port(),
+    };
     let decision = snap.policy.evaluate(&flow);
     if decision.action == Action::Deny {
         stats::inc(&shared.capture.denied_by_policy);
@@ -157,53 +203,123 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
         return reset(tcp);
     }
     let Some(dialer) = shared.dialer(&peer.name) else {
-        return refuse(&shared, tcp, f, &format!("no tunnel for peer {}", peer.name));
+        return refuse(
+            &shared,
+            tcp,
+            f,
+            &format!("no tunnel for peer {}", peer.name),
+        );
     };
     let ctl = FlowCtl::new();
-    let registered = shared.flows.register(FlowEntry { direction: Direction::Outbound, peer: peer.name.clone(), source, destination, ctl: ctl.clone() });
+    let registered = shared.flows.register(FlowEntry {
+        direction: Direction::Outbound,
+        peer: peer.name.clone(),
+        source,
+        destination,
+        ctl: ctl.clone(),
+    });
     let connect_timeout = Duration::from_millis(snap.tunnel.connect_timeout_ms);
     let on_tunnel = match dialer.ready(connect_timeout).await {
         Ok(t) => t,
-        Err(why) => return refuse(&shared, tcp, fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name}, &why),
+        Err(why) => {
+            return refuse(
+                &shared,
+                tcp,
+                fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name},
+                &why,
+            )
+        }
     };
     let opened = tokio::time::timeout(connect_timeout, on_tunnel.0.conn.open_bi()).await;
     let (send, recv) = match opened {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return refuse(&shared, tcp, fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name}, &format!("cannot open a stream: {e}")),
+        Ok(Err(e)) => {
+            return refuse(
+                &shared,
+                tcp,
+                fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name},
+                &format!("cannot open a stream: {e}"),
+            )
+        }
         Err(_) => {
-            return refuse(&shared, tcp, fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name}, &format!("peer {} allows no more concurrent streams (tunnel.maxStreams on the peer)", peer.name))
+            return refuse(
+                &shared,
+                tcp,
+                fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name},
+                &format!(
+                    "peer {} allows no more concurrent streams (tunnel.maxStreams on the peer)",
+                    peer.name
+                ),
+            )
         }
     };
-    let header = match (StreamHeader { destination, source }).encode() {
+    let header = match (StreamHeader {
+        destination,
+        source,
+    })
+    .encode()
+    {
         Ok(h) => h,
         Err(e) => return refuse(&shared, tcp, f, &e),
     };
     stats::inc(&shared.capture.accepted);
     let traffic = dialer.link.traffic.clone();
     traffic.stream_opened();
-    let idle = Some(snap.capture.idle_timeout_ms).filter(|&ms| ms > 0).map(Duration::from_millis);
+    let idle = Some(snap.capture.idle_timeout_ms)
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis);
     let log_flows = snap.log_flows;
     drop(snap);
-    let summary = flow::run_pipe(tcp, send, recv, header.into(), bytes::Bytes::new(), traffic.clone(), idle, ctl).await;
+    let summary = flow::run_pipe(
+        tcp,
+        send,
+        recv,
+        header.into(),
+        bytes::Bytes::new(),
+        traffic.clone(),
+        idle,
+        ctl,
+    )
+    .await;
     traffic.stream_closed();
     drop(on_tunnel);
     report(&shared, &registered.entry, &summary, idle, log_flows);
 }
 
 /// A flow's end: counted when idle timed out, logged per flow only with debug logging.
-pub fn report(shared: &Shared, e: &FlowEntry, s: &flow::FlowSummary, idle: Option<Duration>, log_flows: bool) {
-    let (direction, peer, source, destination) = (e.direction, e.peer.as_str(), e.source, e.destination);
-    let component = if direction == Direction::Outbound { "capture" } else { "inbound" };
+pub fn report(
+    shared: &Shared,
+    e: &FlowEntry,
+    s: &flow::FlowSummary,
+    idle: Option<Duration>,
+    log_flows: bool,
+) {
+    let (direction, peer, source, destination) =
+        (e.direction, e.peer.as_str(), e.source, e.destination);
+    let component = if direction == Direction::Outbound {
+        "capture"
+    } else {
+        "inbound"
+    };
     let f = fields! {
         "direction" => direction.as_str(), "peer" => peer, "src" => source.to_string(), "dst" => destination.to_string(),
         "bytesToPeer" => s.bytes_to_peer, "bytesFromPeer" => s.bytes_from_peer, "outcome" => s.outcome, "durationMs" => s.duration_ms,
     };
     if s.outcome == flow::IDLE_TIMEOUT_OUTCOME {
-        let counter = if direction == Direction::Outbound { &shared.capture.idle_timeouts } else { &shared.inbound.idle_timeouts };
+        let counter = if direction == Direction::Outbound {
+            &shared.capture.idle_timeouts
+        } else {
+            &shared.inbound.idle_timeouts
+        };
         stats::inc(counter);
         let mut f = f;
         f["idleTimeoutMs"] = idle.map_or(0, |d| d.as_millis() as u64).into();
-        shared.emit(Level::Warn, component, "idle connection reset (capture.idleTimeoutMs)", f);
+        shared.emit(
+            Level::Warn,
+            component,
+            "idle connection reset (capture.idleTimeoutMs)",
+            f,
+        );
     } else if log_flows {
         shared.emit(Level::Debug, component, "connection closed", f);
     }

@@ -33,7 +33,13 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn emit(&self, level: Level, component: &'static str, msg: impl Into<String>, fields: Value) {
+    pub fn emit(
+        &self,
+        level: Level,
+        component: &'static str,
+        msg: impl Into<String>,
+        fields: Value,
+    ) {
         let fields = match fields {
             Value::Object(m) => m,
             Value::Null => Map::new(),
@@ -44,12 +50,19 @@ impl Events {
             q.1 += 1;
             return;
         }
-        q.0.push(Event { level, component, msg: msg.into(), fields });
+        q.0.push(Event {
+            level,
+            component,
+            msg: msg.into(),
+            fields,
+        });
     }
 
     /// Everything queued since the last call, plus a note of what was dropped.
     pub fn take(&self) -> Vec<Event> {
-        let Ok(mut q) = self.queue.lock() else { return Vec::new() };
+        let Ok(mut q) = self.queue.lock() else {
+            return Vec::new();
+        };
         let mut out = std::mem::take(&mut q.0);
         if q.1 > 0 {
             let dropped = std::mem::take(&mut q.1);

@@ -85,11 +85,16 @@ impl StreamHeader {
         // Endpoint::new would unmap ::ffff:a.b.c.d; a v6 header naming one is refused instead,
         // so no check downstream can be confused about the family.
         let (dst, src) = (ip(&h[6..6 + n]), ip(&h[6 + n..len]));
-        if n == 16 && (crate::addr::canonical(dst).is_ipv4() || crate::addr::canonical(src).is_ipv4()) {
+        if n == 16
+            && (crate::addr::canonical(dst).is_ipv4() || crate::addr::canonical(src).is_ipv4())
+        {
             return Err("IPv4-mapped address in an IPv6 stream header".into());
         }
         Ok(Decoded::Complete(
-            StreamHeader { destination: Endpoint::new(dst, dst_port), source: Endpoint::new(src, src_port) },
+            StreamHeader {
+                destination: Endpoint::new(dst, dst_port),
+                source: Endpoint::new(src, src_port),
+            },
             len,
         ))
     }
@@ -100,37 +105,65 @@ mod tests {
     use super::*;
 
     fn h(d: &str, s: &str) -> StreamHeader {
-        StreamHeader { destination: d.parse().unwrap(), source: s.parse().unwrap() }
+        StreamHeader {
+            destination: d.parse().unwrap(),
+            source: s.parse().unwrap(),
+        }
     }
 
     #[test]
     fn round_trips_both_families_byte_exact() {
         let v4 = h("198.19.2.10:8080", "198.19.1.10:40000");
         let bytes = v4.encode().unwrap();
-        assert_eq!(bytes, [1, 4, 0x1f, 0x90, 0x9c, 0x40, 198, 19, 2, 10, 198, 19, 1, 10]);
-        assert_eq!(StreamHeader::decode(&bytes).unwrap(), Decoded::Complete(v4, 14));
+        assert_eq!(
+            bytes,
+            [1, 4, 0x1f, 0x90, 0x9c, 0x40, 198, 19, 2, 10, 198, 19, 1, 10]
+        );
+        assert_eq!(
+            StreamHeader::decode(&bytes).unwrap(),
+            Decoded::Complete(v4, 14)
+        );
         let v6 = h("[fd00:2::a]:443", "[fd00:1::a]:5");
         let bytes = v6.encode().unwrap();
         assert_eq!(bytes.len(), 38);
         let mut with_payload = bytes.clone();
         with_payload.extend_from_slice(b"GET /");
-        assert_eq!(StreamHeader::decode(&with_payload).unwrap(), Decoded::Complete(v6, 38));
+        assert_eq!(
+            StreamHeader::decode(&with_payload).unwrap(),
+            Decoded::Complete(v6, 38)
+        );
     }
 
     #[test]
     fn every_prefix_is_incomplete_and_bad_fields_are_refused() {
         let bytes = h("198.19.2.10:80", "198.19.1.10:1").encode().unwrap();
         for i in 0..bytes.len() {
-            assert_eq!(StreamHeader::decode(&bytes[..i]).unwrap(), Decoded::Incomplete, "prefix {i}");
+            assert_eq!(
+                StreamHeader::decode(&bytes[..i]).unwrap(),
+                Decoded::Incomplete,
+                "prefix {i}"
+            );
         }
-        assert!(StreamHeader::decode(&[2, 4]).unwrap_err().contains("version 2"));
-        assert!(StreamHeader::decode(&[1, 5]).unwrap_err().contains("family 5"));
+        assert!(StreamHeader::decode(&[2, 4])
+            .unwrap_err()
+            .contains("version 2"));
+        assert!(StreamHeader::decode(&[1, 5])
+            .unwrap_err()
+            .contains("family 5"));
         let mut zero_port = bytes.clone();
         zero_port[2] = 0;
         zero_port[3] = 0;
         assert!(StreamHeader::decode(&zero_port).is_err());
         assert!(h("198.19.2.10:80", "[fd00::1]:1").encode().is_err());
-        let mapped = [&[1u8, 6, 0, 80, 0, 1][..], &[0; 10], &[0xff, 0xff, 198, 19, 2, 1], &[0xfd; 16]].concat();
-        assert!(StreamHeader::decode(&mapped).unwrap_err().contains("mapped"));
+        let mapped = [
+            &[1u8, 6, 0, 80, 0, 1][..],
+            &[0; 10],
+            &[0xff, 0xff, 198, 19, 2, 1],
+            &[0xfd; 16],
+        ]
+        .concat();
+        assert!(StreamHeader::decode(&mapped)
+            .unwrap_err()
+            .contains("mapped"));
     }
 }

@@ -1,26 +1,26 @@
 //! qmesh's data plane, loaded by the daemon as an N-API addon. The modules follow the
 //! traffic: capture -> route/policy -> tunnel -> flow -> deliver; `api` is the boundary.
 pub mod addr;
-#[cfg(feature = "core")]
+#[cfg(feature = "addon")]
 pub mod api;
-#[cfg(feature = "core")]
+#[cfg(feature = "addon")]
 pub mod capture;
-#[cfg(feature = "core")]
+#[cfg(feature = "addon")]
 pub mod deliver;
 pub mod events;
 pub mod flow;
 pub mod header;
 pub mod identity;
-#[cfg(feature = "core")]
+#[cfg(feature = "addon")]
 pub mod plane;
 pub mod policy;
-#[cfg(feature = "core")]
+#[cfg(feature = "addon")]
 pub mod registry;
 pub mod route;
 pub mod snapshot;
 pub mod sockopt;
 pub mod stats;
-#[cfg(feature = "core")]
+#[cfg(feature = "addon")]
 pub mod tunnel;
 
 /// Application error codes carried in RESET_STREAM / STOP_SENDING / CONNECTION_CLOSE

@@ -35,6 +35,8 @@ pub struct Shared {
     pub dialers: Mutex<HashMap<String, Arc<Dialer>>>,
     /// Per peer: the connections it dialled to us, and the traffic over them.
     pub accepted: Mutex<HashMap<String, Arc<Link>>>,
+    /// Peers whose tunnels are being probed now (tunnel/liveness.rs).
+    pub probing: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -43,29 +45,48 @@ impl Shared {
     }
 
     pub fn accepted_link(&self, peer: &str) -> Arc<Link> {
-        let Ok(mut m) = self.accepted.lock() else { return Arc::new(Link::default()) };
+        let Ok(mut m) = self.accepted.lock() else {
+            return Arc::new(Link::default());
+        };
         m.entry(peer.to_string()).or_default().clone()
     }
 
-    pub fn emit(&self, level: Level, component: &'static str, msg: &str, fields: serde_json::Value) {
+    pub fn emit(
+        &self,
+        level: Level,
+        component: &'static str,
+        msg: &str,
+        fields: serde_json::Value,
+    ) {
         self.events.emit(level, component, msg, fields);
     }
 
     /// Dials peers that are new (or whose endpoint changed) and stops those removed.
     pub fn sync_dialers(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
         let snap = self.snapshot.load_full();
-        let Ok(mut dialers) = self.dialers.lock() else { return };
+        let Ok(mut dialers) = self.dialers.lock() else {
+            return;
+        };
         dialers.retain(|name, d| {
-            let keep = snap.peer_named(name).is_some_and(|p| p.endpoint == d.peer.endpoint);
+            let keep = snap
+                .peer_named(name)
+                .is_some_and(|p| p.endpoint == d.peer.endpoint);
             if !keep {
-                let why = if snap.peer_named(name).is_some() { "peer endpoint changed" } else { "peer removed from config" };
+                let why = if snap.peer_named(name).is_some() {
+                    "peer endpoint changed"
+                } else {
+                    "peer removed from config"
+                };
                 d.stop(why);
             }
             keep
         });
         for peer in &snap.peers {
             if !dialers.contains_key(&peer.name) {
-                dialers.insert(peer.name.clone(), Dialer::spawn(self.clone(), peer.clone(), rt));
+                dialers.insert(
+                    peer.name.clone(),
+                    Dialer::spawn(self.clone(), peer.clone(), rt),
+                );
             }
         }
     }
@@ -78,12 +99,21 @@ impl Shared {
                 Direction::Outbound => snap.node.as_str(),
                 Direction::Inbound => f.peer.as_str(),
             };
-            let flow = PolicyFlow { from_peer: from, source: f.source.ip(), destination: f.destination.ip(), port: f.destination.port() };
+            let flow = PolicyFlow {
+                from_peer: from,
+                source: f.source.ip(),
+                destination: f.destination.ip(),
+                port: f.destination.port(),
+            };
             let d = snap.policy.evaluate(&flow);
             if d.action != Action::Deny {
                 continue;
             }
-            let component = if f.direction == Direction::Outbound { "capture" } else { "inbound" };
+            let component = if f.direction == Direction::Outbound {
+                "capture"
+            } else {
+                "inbound"
+            };
             let base = fields! {"peer" => f.peer, "src" => f.source.to_string(), "dst" => f.destination.to_string(), "rule" => d.rule};
             match snap.denied_connections {
                 DeniedConnections::Finish => self.emit(Level::Info, component, "open connection now denied by policy; left to finish (reload.deniedConnections)", base),
@@ -103,20 +133,38 @@ impl Shared {
     /// chains to the bundle closes now, not when the certificate expires.
     pub fn close_untrusted(&self, reason: &str) {
         let creds = self.creds.load();
-        let dialers: Vec<_> = self.dialers.lock().map(|d| d.values().cloned().collect()).unwrap_or_default();
+        let dialers: Vec<_> = self
+            .dialers
+            .lock()
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default();
         for d in dialers {
             for t in d.link.live() {
                 if !creds.still_trusts(&t.peer_leaf) {
-                    self.emit(Level::Warn, "tunnel", "closing tunnel", fields! {"peer" => d.peer.name, "role" => "client", "reason" => reason});
+                    self.emit(
+                        Level::Warn,
+                        "tunnel",
+                        "closing tunnel",
+                        fields! {"peer" => d.peer.name, "role" => "client", "reason" => reason},
+                    );
                     t.conn.close(app_error::IDENTITY.into(), reason.as_bytes());
                 }
             }
         }
-        let links: Vec<(String, Arc<Link>)> = self.accepted.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        let links: Vec<(String, Arc<Link>)> = self
+            .accepted
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         for (peer, link) in links {
             for t in link.live() {
                 if !creds.still_trusts(&t.peer_leaf) {
-                    self.emit(Level::Warn, "quic-listener", "closing peer tunnel", fields! {"peer" => peer, "role" => "server", "reason" => reason});
+                    self.emit(
+                        Level::Warn,
+                        "quic-listener",
+                        "closing peer tunnel",
+                        fields! {"peer" => peer, "role" => "server", "reason" => reason},
+                    );
                     t.conn.close(app_error::IDENTITY.into(), reason.as_bytes());
                 }
             }
@@ -152,7 +200,7 @@ pub struct StatsView {
 #[serde(rename_all = "camelCase")]
 pub struct PeerView {
     pub name: String,
-    pub outbound: crate::tunnel::dial::OutboundView,
+    pub outbound: crate::tunnel::status::OutboundView,
     pub inbound: crate::tunnel::LinkView,
 }
 
@@ -167,7 +215,13 @@ pub fn stats_view(shared: &Shared) -> StatsView {
             inbound: shared.accepted_link(&p.name).view(),
         })
         .collect();
-    StatsView { peers, capture: shared.capture.view(), inbound: shared.inbound.view(), quic: shared.quic.view(), flows_open: shared.flows.len() }
+    StatsView {
+        peers,
+        capture: shared.capture.view(),
+        inbound: shared.inbound.view(),
+        quic: shared.quic.view(),
+        flows_open: shared.flows.len(),
+    }
 }
 
 /// Checks a new snapshot and builds everything it needs before anything is swapped: a

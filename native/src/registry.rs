@@ -60,7 +60,11 @@ impl Registry {
         if let Ok(mut flows) = self.flows.lock() {
             flows.insert(id, entry.clone());
         }
-        Registration { registry: self.clone(), id, entry }
+        Registration {
+            registry: self.clone(),
+            id,
+            entry,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -73,6 +77,9 @@ impl Registry {
 
     /// A copy of the open flows (the lock is not held while callers act on them).
     pub fn open(&self) -> Vec<Arc<FlowEntry>> {
-        self.flows.lock().map(|f| f.values().cloned().collect()).unwrap_or_default()
+        self.flows
+            .lock()
+            .map(|f| f.values().cloned().collect())
+            .unwrap_or_default()
     }
 }

@@ -20,7 +20,8 @@ pub struct RouteTable {
 
 impl RouteTable {
     pub fn new(local: &[Cidr], peers: &[Arc<Peer>]) -> Self {
-        let mut entries: Vec<(Cidr, Option<Arc<Peer>>)> = local.iter().map(|c| (*c, None)).collect();
+        let mut entries: Vec<(Cidr, Option<Arc<Peer>>)> =
+            local.iter().map(|c| (*c, None)).collect();
         for p in peers {
             entries.extend(p.cidrs.iter().map(|c| (*c, Some(p.clone()))));
         }
@@ -73,13 +74,25 @@ mod tests {
         let a = peer("a", "198.18.0.2:4433", &["198.19.0.0/16"]);
         let b = peer("b", "198.18.0.3:4433", &["198.19.2.0/24"]);
         let t = RouteTable::new(&["198.19.1.0/24".parse().unwrap()], &[a.clone(), b.clone()]);
-        assert_eq!(t.lookup("198.19.2.9".parse().unwrap()), Route::Peer(b.clone()));
-        assert_eq!(t.lookup("198.19.3.9".parse().unwrap()), Route::Peer(a.clone()));
+        assert_eq!(
+            t.lookup("198.19.2.9".parse().unwrap()),
+            Route::Peer(b.clone())
+        );
+        assert_eq!(
+            t.lookup("198.19.3.9".parse().unwrap()),
+            Route::Peer(a.clone())
+        );
         assert_eq!(t.lookup("198.19.1.9".parse().unwrap()), Route::Local);
         assert_eq!(t.lookup("10.0.0.1".parse().unwrap()), Route::Nowhere);
         assert!(t.owned_by(&b, "198.19.2.1".parse().unwrap()));
-        assert!(!t.owned_by(&a, "198.19.2.1".parse().unwrap()), "b's longer prefix owns it");
-        assert!(t.owned_by(&a, "198.18.0.2".parse().unwrap()), "its underlay address");
+        assert!(
+            !t.owned_by(&a, "198.19.2.1".parse().unwrap()),
+            "b's longer prefix owns it"
+        );
+        assert!(
+            t.owned_by(&a, "198.18.0.2".parse().unwrap()),
+            "its underlay address"
+        );
         assert!(!t.owned_by(&a, "198.18.0.3".parse().unwrap()));
     }
 }

@@ -127,14 +127,19 @@ impl Snapshot {
 
     pub fn from_json(raw: SnapshotJson) -> Result<Snapshot, String> {
         let cidrs = |list: &[String], key: &str| -> Result<Vec<Cidr>, String> {
-            list.iter().map(|c| c.parse::<Cidr>().map_err(|e| format!("{key}: {e}"))).collect()
+            list.iter()
+                .map(|c| c.parse::<Cidr>().map_err(|e| format!("{key}: {e}")))
+                .collect()
         };
         let local = cidrs(&raw.local_cidrs, "local.cidrs")?;
         let mut peers = Vec::with_capacity(raw.peers.len());
         for (i, p) in raw.peers.iter().enumerate() {
             peers.push(Arc::new(Peer {
                 name: p.name.clone(),
-                endpoint: p.endpoint.parse().map_err(|e| format!("peers[{i}].endpoint: {e}"))?,
+                endpoint: p
+                    .endpoint
+                    .parse()
+                    .map_err(|e| format!("peers[{i}].endpoint: {e}"))?,
                 cidrs: cidrs(&p.cidrs, &format!("peers[{i}].cidrs"))?,
             }));
         }
@@ -168,7 +173,10 @@ impl Snapshot {
             return Err("tunnel.maxDatagramBytes must be at least 1200".into());
         }
         Ok(Snapshot {
-            listen_quic: raw.listen_quic.parse().map_err(|e| format!("listen.quic: {e}"))?,
+            listen_quic: raw
+                .listen_quic
+                .parse()
+                .map_err(|e| format!("listen.quic: {e}"))?,
             node: raw.node,
             trust_domain: raw.trust_domain,
             capture_port: raw.capture_port,
@@ -202,5 +210,8 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }

@@ -54,17 +54,43 @@ macro_rules! counters {
     };
 }
 
-counters!(CaptureCounters, CaptureView {
-    accepted, refused, denied_by_policy, limit_hits, source_limit_hits, idle_timeouts, closed_by_policy, active,
-});
+counters!(
+    CaptureCounters,
+    CaptureView {
+        accepted,
+        refused,
+        denied_by_policy,
+        limit_hits,
+        source_limit_hits,
+        idle_timeouts,
+        closed_by_policy,
+        active,
+    }
+);
 
-counters!(InboundCounters, InboundView {
-    accepted, denied, denied_by_policy, connect_failed, idle_timeouts, closed_by_policy, active,
-});
+counters!(
+    InboundCounters,
+    InboundView {
+        accepted,
+        denied,
+        denied_by_policy,
+        connect_failed,
+        idle_timeouts,
+        closed_by_policy,
+        active,
+    }
+);
 
-counters!(QuicCounters, QuicView {
-    dropped_datagrams, refused_handshakes, retries_sent, handshaking, connections,
-});
+counters!(
+    QuicCounters,
+    QuicView {
+        dropped_datagrams,
+        refused_handshakes,
+        retries_sent,
+        handshaking,
+        connections,
+    }
+);
 
 pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Relaxed);

@@ -1,5 +1,5 @@
 // The policy decisions the TypeScript code makes, written down for the Rust data plane
-// to be checked against (native/tests/policy_vs_typescript.rs). Each policy below is
+// to be checked against (native/src/policy/vs_typescript.rs). Each policy below is
 // compiled by the real config parser (config/policy-format.ts), turned into the JSON the
 // data plane receives (the `policy` part of dataplane/snapshot.ts buildSnapshot), and a
 // grid of flows is decided by policy/policy.ts evaluatePolicy. The result is
@@ -372,7 +372,7 @@ describe('policy fixture for the Rust data plane (native/tests/fixtures/policy-c
       `${path.relative(process.cwd(), FIXTURE)} is not what the TypeScript policy code gives now ` +
         `(first difference at line ${line + 1}:\n  committed: ${have[line] ?? '(end of file)'}\n  now:       ${want[line] ?? '(end of file)'}).\n` +
         'Regenerate it with QMESH_WRITE_POLICY_FIXTURE=1 npx vitest run test/unit/policy-fixture.test.ts, ' +
-        'then run cd native && cargo test --release --test policy_vs_typescript to see whether the Rust data plane agrees.',
+        'then run cd native && cargo test --release policy::vs_typescript to see whether the Rust data plane agrees.',
     );
   });
 });

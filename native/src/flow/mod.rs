@@ -15,7 +15,7 @@
 mod copy;
 mod streams;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::sockopt::set_abortive_close;
 use crate::stats::Traffic;

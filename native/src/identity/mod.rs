@@ -90,7 +90,14 @@ impl Credentials {
             return false;
         };
         let algorithms = self.provider.signature_verification_algorithms.all;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(&parsed, &self.roots, &[], rustls::pki_types::UnixTime::now(), algorithms).is_ok()
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+            algorithms,
+        )
+        .is_ok()
     }
 
     /// Errors are one-line messages naming the PEM (e.g. "tls.ca: holds no PEM certificate").

@@ -8,7 +8,8 @@ use crate::addr::Endpoint;
 use crate::events::Level;
 use crate::plane::Shared;
 use crate::snapshot::{AddressValidation, Peer};
-use crate::tunnel::dial::{describe_failure, iso, own_not_after};
+use crate::tunnel::dial::describe_failure;
+use crate::tunnel::validity::{iso, now_ms, own_not_after};
 use crate::{app_error, deliver, fields, stats};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -62,8 +63,14 @@ pub async fn accept_loop(shared: Arc<Shared>) {
             continue;
         }
         let handshaking = shared.quic.handshaking.load(Relaxed);
-        let from_source = per_source.0.lock().map(|m| m.get(&from.ip()).copied().unwrap_or(0)).unwrap_or(u32::MAX);
-        if handshaking >= u64::from(snap.tunnel.max_handshakes) || from_source >= snap.tunnel.max_handshakes_per_source {
+        let from_source = per_source
+            .0
+            .lock()
+            .map(|m| m.get(&from.ip()).copied().unwrap_or(0))
+            .unwrap_or(u32::MAX);
+        if handshaking >= u64::from(snap.tunnel.max_handshakes)
+            || from_source >= snap.tunnel.max_handshakes_per_source
+        {
             stats::inc(&shared.quic.refused_handshakes);
             incoming.ignore();
             continue;
@@ -83,7 +90,12 @@ pub async fn accept_loop(shared: Arc<Shared>) {
         let (config, verdict) = match transport::server_config_for(&snap, &creds, &peer.name) {
             Ok(c) => c,
             Err(e) => {
-                shared.emit(Level::Error, "quic-listener", "cannot build the TLS config for a peer", fields! {"peer" => peer.name, "err" => e});
+                shared.emit(
+                    Level::Error,
+                    "quic-listener",
+                    "cannot build the TLS config for a peer",
+                    fields! {"peer" => peer.name, "err" => e},
+                );
                 incoming.refuse();
                 continue;
             }
@@ -92,7 +104,12 @@ pub async fn accept_loop(shared: Arc<Shared>) {
             Ok(c) => c,
             Err(e) => {
                 stats::inc(&shared.quic.dropped_datagrams);
-                shared.emit(Level::Debug, "quic-listener", "Initial not accepted", fields! {"peer" => peer.name, "reason" => e.to_string()});
+                shared.emit(
+                    Level::Debug,
+                    "quic-listener",
+                    "Initial not accepted",
+                    fields! {"peer" => peer.name, "reason" => e.to_string()},
+                );
                 continue;
             }
         };
@@ -100,23 +117,52 @@ pub async fn accept_loop(shared: Arc<Shared>) {
         if let Ok(mut m) = per_source.0.lock() {
             *m.entry(from.ip()).or_insert(0) += 1;
         }
-        let slot = HandshakeSlot { shared: shared.clone(), per_source: per_source.clone(), ip: from.ip() };
+        let slot = HandshakeSlot {
+            shared: shared.clone(),
+            per_source: per_source.clone(),
+            ip: from.ip(),
+        };
         let timeout = Duration::from_millis(snap.tunnel.connect_timeout_ms);
-        tokio::spawn(handshake(shared.clone(), peer, from, connecting, verdict, slot, timeout));
+        tokio::spawn(handshake(
+            shared.clone(),
+            peer,
+            from,
+            connecting,
+            verdict,
+            slot,
+            timeout,
+        ));
     }
 }
 
-async fn handshake(shared: Arc<Shared>, peer: Arc<Peer>, from: Endpoint, connecting: quinn::Connecting, verdict: crate::identity::Verdict, slot: HandshakeSlot, timeout: Duration) {
+async fn handshake(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    from: Endpoint,
+    connecting: quinn::Connecting,
+    verdict: crate::identity::Verdict,
+    slot: HandshakeSlot,
+    timeout: Duration,
+) {
     let refuse = |reason: String, code: Option<&'static str>| {
         stats::inc(&shared.quic.refused_handshakes);
         shared.emit(Level::Warn, "quic-listener", "peer handshake failed", fields! {"peer" => peer.name, "role" => "server", "from" => from.to_string(), "reason" => reason, "code" => code});
     };
     let conn = match tokio::time::timeout(timeout, connecting).await {
-        Err(_) => return refuse(format!("no handshake within {} ms", timeout.as_millis()), None),
+        Err(_) => {
+            return refuse(
+                format!("no handshake within {} ms", timeout.as_millis()),
+                None,
+            )
+        }
         Ok(Err(e)) => {
             let (why, code) = describe_failure(&e, &verdict);
             // The source address said which peer this must be; its certificate said otherwise.
-            let why = if code.is_some() { format!("{why} (datagrams came from {}'s endpoint)", peer.name) } else { why };
+            let why = if code.is_some() {
+                format!("{why} (datagrams came from {}'s endpoint)", peer.name)
+            } else {
+                why
+            };
             return refuse(why, code);
         }
         Ok(Ok(c)) => c,
@@ -126,7 +172,13 @@ async fn handshake(shared: Arc<Shared>, peer: Arc<Peer>, from: Endpoint, connect
         Some(Ok(id)) => id,
         Some(Err(r)) => {
             conn.close(app_error::IDENTITY.into(), b"peer identity refused");
-            return refuse(format!("{} (datagrams came from {}'s endpoint)", r.reason, peer.name), Some(r.code));
+            return refuse(
+                format!(
+                    "{} (datagrams came from {}'s endpoint)",
+                    r.reason, peer.name
+                ),
+                Some(r.code),
+            );
         }
         None => {
             conn.close(app_error::IDENTITY.into(), b"no verified peer identity");
@@ -134,7 +186,12 @@ async fn handshake(shared: Arc<Shared>, peer: Arc<Peer>, from: Endpoint, connect
         }
     };
     // A peer removed by a reload while it was handshaking gets no tunnel.
-    if shared.snapshot.load().peer_named(&peer.name).is_none_or(|p| p.endpoint.ip() != from.ip()) {
+    if shared
+        .snapshot
+        .load()
+        .peer_named(&peer.name)
+        .is_none_or(|p| p.endpoint.ip() != from.ip())
+    {
         conn.close(app_error::SHUTDOWN.into(), b"peer removed from config");
         return refuse("peer removed from config during the handshake".into(), None);
     }
@@ -146,9 +203,16 @@ async fn handshake(shared: Arc<Shared>, peer: Arc<Peer>, from: Endpoint, connect
     if let Some(d) = shared.dialer(&peer.name) {
         d.peer_is_up(&tunnel.peer_leaf);
     }
+    // A peer dials once at start (and on renewals): a new connection may mean it restarted,
+    // leaving our tunnels to it stale. They are probed, not trusted.
+    super::liveness::verify_peer(&shared, &peer.name, "the peer dialled a new connection");
     // Fail closed: the connection ends when a certificate it was authenticated with does.
-    let end = own_not_after(&shared).unwrap_or(i64::MAX).min(tunnel.peer.not_after_unix);
-    let left = end.saturating_sub((crate::tunnel::dial::now_ms() / 1000) as i64).clamp(0, 10 * 365 * 86_400) as u64;
+    let end = own_not_after(&shared)
+        .unwrap_or(i64::MAX)
+        .min(tunnel.peer.not_after_unix);
+    let left = end
+        .saturating_sub((now_ms() / 1000) as i64)
+        .clamp(0, 10 * 365 * 86_400) as u64;
     let expiry = tokio::time::sleep(Duration::from_secs(left));
     tokio::pin!(expiry);
     let reason = loop {
@@ -174,7 +238,12 @@ async fn handshake(shared: Arc<Shared>, peer: Arc<Peer>, from: Endpoint, connect
     };
     link.remove(&tunnel);
     stats::dec(&shared.quic.connections);
-    shared.emit(Level::Info, "quic-listener", "peer tunnel closed", fields! {"peer" => peer.name, "reason" => reason});
+    shared.emit(
+        Level::Info,
+        "quic-listener",
+        "peer tunnel closed",
+        fields! {"peer" => peer.name, "reason" => reason},
+    );
 }
 
 /// Closes every connection a peer dialled to us (it was removed from the config).

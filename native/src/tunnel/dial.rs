@@ -4,52 +4,20 @@
 //! certificate, or a certificate it was authenticated with about to expire): new flows
 //! move to the new connection once the peer confirmed it; the old one closes when its
 //! last flow is done. No connection outlives the certificates it was authenticated with.
+use super::status::{DialStatus, OutboundView, TunnelState};
+use super::validity::{expiry, iso, now_ms, own_not_after};
 use super::{transport, FlowOnTunnel, Tunnel};
+use crate::app_error;
 use crate::events::Level;
 use crate::fields;
 use crate::identity::Verdict;
 use crate::plane::Shared;
 use crate::snapshot::Peer;
-use crate::app_error;
-use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TunnelState {
-    Connecting,
-    Up,
-    #[default]
-    Down,
-    Stopped,
-}
-
-#[derive(Default)]
-struct DialStatus {
-    state: TunnelState,
-    up_since_ms: Option<u64>,
-    handshakes: u64,
-    reconnects: u64,
-    renewals: u64,
-    last_error: Option<String>,
-}
-
-#[derive(Serialize, Debug, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboundView {
-    pub state: TunnelState,
-    pub up_since_ms: Option<u64>,
-    pub handshakes: u64,
-    pub reconnects: u64,
-    pub renewals: u64,
-    pub last_error: Option<String>,
-    #[serde(flatten)]
-    pub link: super::LinkView,
-}
 
 pub struct Dialer {
     pub peer: Arc<Peer>,
@@ -58,18 +26,19 @@ pub struct Dialer {
     /// The connection new flows use: published once we verified the server.
     live: watch::Sender<Option<Arc<Tunnel>>>,
     kick: Notify,
+    /// ICMP said the peer's port is closed: a handshake in progress gives up now.
+    unreachable: Notify,
     renew: Notify,
     renew_reason: Mutex<Option<String>>,
     stop: CancellationToken,
     stop_reason: Mutex<String>,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// How a failed handshake reads in the log: the verifier's refusal when there is one.
-pub fn describe_failure(err: &dyn std::fmt::Display, verdict: &Verdict) -> (String, Option<&'static str>) {
+pub fn describe_failure(
+    err: &dyn std::fmt::Display,
+    verdict: &Verdict,
+) -> (String, Option<&'static str>) {
     match verdict.take() {
         Some(Err(r)) => (r.reason, Some(r.code)),
         _ => (err.to_string(), None),
@@ -84,6 +53,7 @@ impl Dialer {
             status: Mutex::new(DialStatus::default()),
             live: watch::channel(None).0,
             kick: Notify::new(),
+            unreachable: Notify::new(),
             renew: Notify::new(),
             renew_reason: Mutex::new(None),
             stop: shared.stop.child_token(),
@@ -144,13 +114,18 @@ impl Dialer {
     fn down_error(&self, why: &str) -> String {
         let last = self.with_status(|s| s.last_error.clone()).flatten();
         match last {
-            Some(l) => format!("tunnel to {} is down ({why}; last error: {l})", self.peer.name),
+            Some(l) => format!(
+                "tunnel to {} is down ({why}; last error: {l})",
+                self.peer.name
+            ),
             None => format!("tunnel to {} is down ({why})", self.peer.name),
         }
     }
 
     /// The peer just reached us: it is up. Skip the back-off; if it presents another
     /// certificate than our tunnel saw, it rotated: re-establish ours too.
+    /// A new connection from the peer may also mean it restarted and our tunnel is stale:
+    /// the caller probes it (liveness.rs).
     pub fn peer_is_up(&self, peer_leaf: &[u8]) {
         match self.with_status(|s| s.state) {
             Some(TunnelState::Down) => self.kick.notify_one(),
@@ -162,6 +137,11 @@ impl Dialer {
             }
             _ => {}
         }
+    }
+
+    /// An ICMP error for the peer's endpoint: wakes only a handshake waiting now (no permit is kept).
+    pub fn unreachable_hint(&self) {
+        self.unreachable.notify_waiters();
     }
 
     pub fn request_renewal(&self, reason: &str) {
@@ -179,7 +159,10 @@ impl Dialer {
     }
 
     fn stop_reason(&self) -> String {
-        self.stop_reason.lock().map(|r| r.clone()).unwrap_or_default()
+        self.stop_reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     async fn run(self: Arc<Self>, shared: Arc<Shared>) {
@@ -217,11 +200,22 @@ impl Dialer {
                         s.last_error = Some(why.clone());
                     });
                     if outage_logged.as_deref() != Some(why.as_str()) {
-                        let msg = if refused { "peer refused our tunnel" } else if code.is_some() { "tunnel handshake refused" } else { "cannot reach peer" };
+                        let msg = if refused {
+                            "peer refused our tunnel"
+                        } else if code.is_some() {
+                            "tunnel handshake refused"
+                        } else {
+                            "cannot reach peer"
+                        };
                         shared.emit(Level::Warn, "tunnel", msg, fields! {"peer" => self.peer.name, "role" => "client", "reason" => why, "code" => code});
                         outage_logged = Some(why.clone());
                     } else {
-                        shared.emit(Level::Debug, "tunnel", "dial failed", fields! {"peer" => self.peer.name, "reason" => why});
+                        shared.emit(
+                            Level::Debug,
+                            "tunnel",
+                            "dial failed",
+                            fields! {"peer" => self.peer.name, "reason" => why},
+                        );
                     }
                     why
                 }
@@ -268,15 +262,33 @@ impl Dialer {
     /// One handshake. `publish_early`: hand the connection to waiting flows as soon as we
     /// verified the server (a request may ride with our Finished), before the server
     /// confirmed it verified us. Err: (reason, refusal code, refused-after-establishment).
-    async fn dial(&self, shared: &Shared, publish_early: bool) -> Result<Arc<Tunnel>, (String, Option<&'static str>, bool)> {
+    async fn dial(
+        &self,
+        shared: &Shared,
+        publish_early: bool,
+    ) -> Result<Arc<Tunnel>, (String, Option<&'static str>, bool)> {
         let snap = shared.snapshot.load_full();
         let creds = shared.creds.load_full();
         let timeout = Duration::from_millis(snap.tunnel.connect_timeout_ms);
-        let (config, verdict) = transport::client_config_for(&snap, &creds, &self.peer.name).map_err(|e| (e, None, false))?;
-        let connecting = shared.endpoint.connect_with(config, self.peer.endpoint.0, &self.peer.name).map_err(|e| (format!("cannot dial: {e}"), None, false))?;
+        let (config, verdict) = transport::client_config_for(&snap, &creds, &self.peer.name)
+            .map_err(|e| (e, None, false))?;
+        let connecting = shared
+            .endpoint
+            .connect_with(config, self.peer.endpoint.0, &self.peer.name)
+            .map_err(|e| (format!("cannot dial: {e}"), None, false))?;
         let started = Instant::now();
-        let conn = match tokio::time::timeout(timeout, connecting).await {
-            Err(_) => return Err((format!("no handshake within {} ms", timeout.as_millis()), None, false)),
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(timeout, connecting) => r,
+            _ = self.unreachable.notified() => return Err(("peer unreachable (ICMP: its QUIC port is closed)".into(), None, false)),
+        };
+        let conn = match handshake {
+            Err(_) => {
+                return Err((
+                    format!("no handshake within {} ms", timeout.as_millis()),
+                    None,
+                    false,
+                ))
+            }
             Ok(Err(e)) => {
                 let (why, code) = describe_failure(&e, &verdict);
                 return Err((why, code, false));
@@ -291,7 +303,11 @@ impl Dialer {
             }
             None => {
                 conn.close(app_error::IDENTITY.into(), b"no verified peer identity");
-                return Err(("the peer's certificate was not verified".into(), None, false));
+                return Err((
+                    "the peer's certificate was not verified".into(),
+                    None,
+                    false,
+                ));
             }
         };
         let t = Arc::new(Tunnel::new(conn, id));
@@ -317,42 +333,86 @@ impl Dialer {
                 self.link.add(t.clone());
                 Ok(t)
             }
-            Ok(Err(e)) => Err((format!("the peer refused our tunnel: {}", super::describe_close(&e)), None, true)),
+            Ok(Err(e)) => Err((
+                format!("the peer refused our tunnel: {}", super::describe_close(&e)),
+                None,
+                true,
+            )),
             Err(_) => {
-                t.conn.close(app_error::SHUTDOWN.into(), b"handshake not confirmed");
-                Err((format!("handshake not confirmed within {} ms", timeout.as_millis()), None, false))
+                t.conn
+                    .close(app_error::SHUTDOWN.into(), b"handshake not confirmed");
+                Err((
+                    format!("handshake not confirmed within {} ms", timeout.as_millis()),
+                    None,
+                    false,
+                ))
             }
         }
     }
 
-    /// Keeps the tunnel until it is lost or stopped, renewing it when asked; returns why it ended.
+    /// Keeps the tunnel until it is lost or stopped, renewing it when asked (or before a
+    /// certificate it was authenticated with expires); returns why it ended. A renewal that
+    /// fails leaves the current connection in place and is retried with capped back-off.
     async fn hold(&self, shared: &Arc<Shared>, first: Arc<Tunnel>) -> String {
         let mut current = first;
+        // Already past the renewal point (a renewal gave the same certificates): only the hard end is left.
+        let mut expiry_renewal_done = expiry(shared, &current).0 <= Instant::now();
+        let mut retry: Option<(Instant, Duration, String)> = None;
         loop {
             let (renew_at, end_at) = expiry(shared, &current);
-            tokio::select! {
+            let attempt: String = tokio::select! {
                 e = current.conn.closed() => {
                     self.link.remove(&current);
                     return super::describe_close(&e);
                 }
                 _ = self.stop.cancelled() => return self.stop_reason(),
-                _ = self.renew.notified() => {
-                    let reason = self.renew_reason.lock().ok().and_then(|mut r| r.take()).unwrap_or_else(|| "renewal".into());
-                    current = self.renew_now(shared, current, &reason).await;
+                _ = self.renew.notified() => self.renew_reason.lock().ok().and_then(|mut r| r.take()).unwrap_or_else(|| "renewal".into()),
+                _ = tokio::time::sleep_until(renew_at.into()), if !expiry_renewal_done && renew_at < end_at => {
+                    expiry_renewal_done = true;
+                    "a certificate this tunnel was authenticated with expires soon".into()
                 }
-                _ = tokio::time::sleep_until(renew_at.into()), if renew_at < end_at => {
-                    current = self.renew_now(shared, current, "a certificate this tunnel was authenticated with expires soon").await;
+                _ = sleep_until_some(retry.as_ref().map(|r| r.0)), if retry.is_some() => {
+                    retry.as_ref().map(|r| r.2.clone()).unwrap_or_default()
                 }
                 _ = tokio::time::sleep_until(end_at.into()) => {
                     shared.emit(Level::Warn, "tunnel", "a certificate this tunnel was authenticated with expired; closing it", fields! {"peer" => self.peer.name});
                     current.conn.close(app_error::SHUTDOWN.into(), b"certificate expired");
+                    let e = current.conn.closed().await;
+                    self.link.remove(&current);
+                    return super::describe_close(&e);
+                }
+            };
+            match self.renew_now(shared, current.clone(), &attempt).await {
+                Ok(new) => {
+                    current = new;
+                    retry = None;
+                    expiry_renewal_done = expiry(shared, &current).0 <= Instant::now();
+                }
+                Err(()) => {
+                    let t = &shared.snapshot.load().tunnel;
+                    let (min, max) = (
+                        Duration::from_millis(t.reconnect_min_ms),
+                        Duration::from_millis(t.reconnect_max_ms),
+                    );
+                    let delay = retry.as_ref().map_or(min, |r| (r.1 * 2).min(max));
+                    retry = Some((Instant::now() + delay, delay, attempt));
                 }
             }
         }
     }
 
-    async fn renew_now(&self, shared: &Arc<Shared>, old: Arc<Tunnel>, reason: &str) -> Arc<Tunnel> {
-        shared.emit(Level::Info, "tunnel", "re-establishing tunnel (make-before-break)", fields! {"peer" => self.peer.name, "reason" => reason});
+    async fn renew_now(
+        &self,
+        shared: &Arc<Shared>,
+        old: Arc<Tunnel>,
+        reason: &str,
+    ) -> Result<Arc<Tunnel>, ()> {
+        shared.emit(
+            Level::Info,
+            "tunnel",
+            "re-establishing tunnel (make-before-break)",
+            fields! {"peer" => self.peer.name, "reason" => reason},
+        );
         match self.dial(shared, false).await {
             Ok(new) => {
                 self.with_status(|s| {
@@ -367,13 +427,27 @@ impl Dialer {
                     fields! {"peer" => self.peer.name, "role" => "client", "reason" => reason, "oldStreams" => old.flows.load(Relaxed), "peerNotAfter" => iso(new.peer.not_after_unix), "ownNotAfter" => own_not_after(shared).map(iso)},
                 );
                 tokio::spawn(retire(shared.clone(), self.peer.name.clone(), old));
-                new
+                Ok(new)
             }
             Err((why, _, _)) => {
-                shared.emit(Level::Warn, "tunnel", "re-establishing the tunnel failed; the current connection carries on", fields! {"peer" => self.peer.name, "reason" => reason, "error" => why});
-                old
+                shared.emit(
+                    Level::Warn,
+                    "tunnel",
+                    "re-establishing the tunnel failed; the current connection carries on",
+                    fields! {"peer" => self.peer.name, "reason" => reason, "error" => why},
+                );
+                drop(old);
+                Err(())
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -382,51 +456,17 @@ async fn retire(shared: Arc<Shared>, peer: String, old: Arc<Tunnel>) {
     while old.flows.load(Relaxed) > 0 && old.conn.close_reason().is_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    old.conn.close(app_error::SHUTDOWN.into(), b"replaced by a newer connection");
+    old.conn.close(
+        app_error::SHUTDOWN.into(),
+        b"replaced by a newer connection",
+    );
     if let Some(d) = shared.dialer(&peer) {
         d.link.remove(&old);
     }
-    shared.emit(Level::Info, "tunnel", "old tunnel connection closed after its streams finished", fields! {"peer" => peer, "ageMs" => old.created.elapsed().as_millis() as u64});
-}
-
-/// This host's certificate's validity (not before, not after), Unix seconds.
-pub fn own_validity(shared: &Shared) -> Option<(i64, i64)> {
-    let creds = shared.creds.load();
-    let (_, cert) = x509_parser::parse_x509_certificate(creds.leaf_der()).ok()?;
-    Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
-}
-
-pub fn own_not_after(shared: &Shared) -> Option<i64> {
-    own_validity(shared).map(|v| v.1)
-}
-
-/// When to renew (10 % of the lifetime before the end, at most 5 minutes) and when the
-/// first of the two certificates it was authenticated with ends.
-fn expiry(shared: &Shared, t: &Tunnel) -> (Instant, Instant) {
-    let own = own_not_after(shared).unwrap_or(i64::MAX);
-    let (end, start) = if own < t.peer.not_after_unix {
-        (own, own_validity(shared).map_or(own, |v| v.0))
-    } else {
-        (t.peer.not_after_unix, t.peer.not_before_unix)
-    };
-    let margin = ((end - start).max(0) / 10).min(300);
-    let now_unix = (now_ms() / 1000) as i64;
-    let at = |unix: i64| Instant::now() + Duration::from_secs(unix.saturating_sub(now_unix).clamp(0, 10 * 365 * 86_400) as u64);
-    (at(end - margin), at(end))
-}
-
-pub fn iso(unix: i64) -> String {
-    // RFC 3339 in UTC without a date library: days from the civil calendar algorithm.
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    shared.emit(
+        Level::Info,
+        "tunnel",
+        "old tunnel connection closed after its streams finished",
+        fields! {"peer" => peer, "ageMs" => old.created.elapsed().as_millis() as u64},
+    );
 }

@@ -3,7 +3,12 @@
 //! peer dials us and its flows arrive on the connection we accepted (accept.rs).
 pub mod accept;
 pub mod dial;
+pub mod liveness;
+pub mod probe;
+pub mod socket;
+pub mod status;
 pub mod transport;
+pub mod validity;
 
 use crate::identity::PeerId;
 use serde::Serialize;
@@ -24,10 +29,19 @@ impl Tunnel {
     pub fn new(conn: quinn::Connection, peer: PeerId) -> Tunnel {
         let peer_leaf = conn
             .peer_identity()
-            .and_then(|any| any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|any| {
+                any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
             .and_then(|chain| chain.first().map(|c| c.as_ref().to_vec()))
             .unwrap_or_default();
-        Tunnel { conn, peer, peer_leaf, flows: AtomicU64::new(0), created: std::time::Instant::now() }
+        Tunnel {
+            conn,
+            peer,
+            peer_leaf,
+            flows: AtomicU64::new(0),
+            created: std::time::Instant::now(),
+        }
     }
 }
 
@@ -38,7 +52,11 @@ pub fn describe_close(e: &quinn::ConnectionError) -> String {
         TimedOut => "idle timeout (peer silent)".into(),
         Reset => "stateless reset (the peer lost the connection: it restarted?)".into(),
         LocallyClosed => "closed locally".into(),
-        ApplicationClosed(c) => format!("closed by the peer: code {} ({})", c.error_code, String::from_utf8_lossy(&c.reason)),
+        ApplicationClosed(c) => format!(
+            "closed by the peer: code {} ({})",
+            c.error_code,
+            String::from_utf8_lossy(&c.reason)
+        ),
         ConnectionClosed(c) => format!("closed by the peer: {c}"),
         TransportError(t) => format!("transport error: {t}"),
         VersionMismatch => "the peer speaks no QUIC version of ours".into(),
@@ -94,7 +112,11 @@ pub struct LinkView {
 
 fn totals(c: &quinn::Connection) -> PathTotals {
     let s = c.stats();
-    PathTotals { lost: s.path.lost_packets, datagrams_sent: s.udp_tx.datagrams, datagrams_received: s.udp_rx.datagrams }
+    PathTotals {
+        lost: s.path.lost_packets,
+        datagrams_sent: s.udp_tx.datagrams,
+        datagrams_received: s.udp_rx.datagrams,
+    }
 }
 
 impl Link {
@@ -106,7 +128,9 @@ impl Link {
 
     /// A connection ended: its totals move to the carried sums.
     pub fn remove(&self, t: &Arc<Tunnel>) {
-        let Ok(mut live) = self.live.lock() else { return };
+        let Ok(mut live) = self.live.lock() else {
+            return;
+        };
         let before = live.len();
         live.retain(|x| !Arc::ptr_eq(x, t));
         if live.len() != before {
@@ -126,7 +150,10 @@ impl Link {
     pub fn view(&self) -> LinkView {
         let live = self.live();
         let mut sum = self.carried.lock().map(|c| *c).unwrap_or_default();
-        let open: Vec<&Arc<Tunnel>> = live.iter().filter(|t| t.conn.close_reason().is_none()).collect();
+        let open: Vec<&Arc<Tunnel>> = live
+            .iter()
+            .filter(|t| t.conn.close_reason().is_none())
+            .collect();
         for t in &live {
             let p = totals(&t.conn);
             sum.lost += p.lost;

@@ -115,24 +115,31 @@ struct HintingSocket {
 
 impl fmt::Debug for HintingSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HintingSocket").field("io", &self.shared.io).finish_non_exhaustive()
+        f.debug_struct("HintingSocket")
+            .field("io", &self.shared.io)
+            .finish_non_exhaustive()
     }
 }
 
 impl AsyncUdpSocket for HintingSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        Box::pin(Writable { shared: self.shared.clone(), fut: None })
+        Box::pin(Writable {
+            shared: self.shared.clone(),
+            fut: None,
+        })
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         let Shared { io, state } = &*self.shared;
-        io.try_io(Interest::WRITABLE, || match state.try_send(io.into(), transmit) {
-            // Most likely the pending error of an ICMP about another datagram, returned by
-            // this sendmsg instead of sending: send once more. `send` returns only WouldBlock
-            // and logs and drops anything else (quinn-udp's policy: quinn's connection driver
-            // stops on any other error), so a transmit is at worst lost, never failed.
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => state.send(io.into(), transmit),
-            sent => sent,
+        io.try_io(Interest::WRITABLE, || {
+            match state.try_send(io.into(), transmit) {
+                // Most likely the pending error of an ICMP about another datagram, returned by
+                // this sendmsg instead of sending: send once more. `send` returns only WouldBlock
+                // and logs and drops anything else (quinn-udp's policy: quinn's connection driver
+                // stops on any other error), so a transmit is at worst lost, never failed.
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => state.send(io.into(), transmit),
+                sent => sent,
+            }
         })
     }
 
@@ -187,7 +194,10 @@ impl HintingSocket {
     /// Drains the error queue each time tokio reports error readiness, then waits for the
     /// next; bounded (yields with a wake-up when the budget is spent).
     fn poll_error_queue(&self, cx: &mut Context) {
-        let mut wait = self.error_wait.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut wait = self
+            .error_wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut budget = ERRORS_PER_POLL;
         loop {
             let fut = wait.get_or_insert_with(|| {
@@ -205,7 +215,11 @@ impl HintingSocket {
             }
             // try_io clears the error readiness only if the drain ends on EAGAIN (and not if
             // an error was queued since tokio saw it).
-            match self.shared.io.try_io(Interest::ERROR, || self.drain(&mut budget)) {
+            match self
+                .shared
+                .io
+                .try_io(Interest::ERROR, || self.drain(&mut budget))
+            {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Ok(()) => {
                     // Budget spent, more may be queued: come back after other work.
@@ -224,7 +238,11 @@ impl HintingSocket {
         let mut sent: Vec<SocketAddr> = Vec::new();
         while *budget > 0 {
             match recv_queued_error(fd) {
-                Ok(QueuedError { destination: Some(to), errno, origin }) if is_unreachable(origin, errno) => {
+                Ok(QueuedError {
+                    destination: Some(to),
+                    errno,
+                    origin,
+                }) if is_unreachable(origin, errno) => {
                     if !sent.contains(&to) {
                         sent.push(to);
                         let _ = self.hints.send(to);
@@ -246,7 +264,7 @@ fn is_unreachable(origin: u8, errno: u32) -> bool {
     (origin == libc::SO_EE_ORIGIN_ICMP || origin == libc::SO_EE_ORIGIN_ICMP6)
         && [
             libc::ECONNREFUSED, // port unreachable
-            libc::EHOSTUNREACH, // host unreachable (also TTL exceeded, filtered, v6 address unreachable)
+            libc::EHOSTUNREACH, // host unreachable or filtered (also TTL exceeded)
             libc::ENETUNREACH,  // network unreachable / unknown, v6 no route
             libc::EHOSTDOWN,    // host unknown
             libc::ENONET,       // host isolated
@@ -274,7 +292,10 @@ fn recv_queued_error(fd: RawFd) -> io::Result<QueuedError> {
     // the options quinn-udp enables add to an error from the network; u64 keeps it aligned.
     let mut control = [0u64; 64];
     let mut payload = [0u8; 64];
-    let mut iov = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
     msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -287,7 +308,11 @@ fn recv_queued_error(fd: RawFd) -> io::Result<QueuedError> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut err = QueuedError { destination: None, errno: 0, origin: libc::SO_EE_ORIGIN_NONE };
+    let mut err = QueuedError {
+        destination: None,
+        errno: 0,
+        origin: libc::SO_EE_ORIGIN_NONE,
+    };
     if msg.msg_namelen > 0 {
         // SAFETY: the kernel wrote a sockaddr of msg_namelen bytes into name.
         err.destination = unsafe { socket2::SockAddr::new(name, msg.msg_namelen) }.as_socket();

@@ -16,12 +16,14 @@ const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 pub fn transport(s: &Snapshot) -> Result<Arc<TransportConfig>, String> {
     let t = &s.tunnel;
     let mut c = TransportConfig::default();
-    let idle = IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms)).map_err(|e| format!("tunnel.idleTimeoutMs: {e}"))?;
+    let idle = IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms))
+        .map_err(|e| format!("tunnel.idleTimeoutMs: {e}"))?;
     c.max_idle_timeout(Some(idle));
     c.keep_alive_interval(Some(Duration::from_millis(t.keep_alive_ms)));
     c.max_concurrent_bidi_streams(VarInt::from_u32(t.max_streams));
     c.max_concurrent_uni_streams(VarInt::from_u32(0));
-    c.datagram_receive_buffer_size(None);
+    // DATAGRAM frames only for liveness probes (probe.rs): room for one, never read.
+    c.datagram_receive_buffer_size(Some(64));
     c.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
     c.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
     c.send_window(u64::from(CONNECTION_WINDOW));
@@ -32,9 +34,15 @@ pub fn transport(s: &Snapshot) -> Result<Arc<TransportConfig>, String> {
     mtu.upper_bound(t.max_datagram_bytes);
     c.mtu_discovery_config(Some(mtu));
     match s.congestion {
-        Congestion::Cubic => c.congestion_controller_factory(Arc::new(congestion::CubicConfig::default())),
-        Congestion::NewReno => c.congestion_controller_factory(Arc::new(congestion::NewRenoConfig::default())),
-        Congestion::Bbr => c.congestion_controller_factory(Arc::new(congestion::BbrConfig::default())),
+        Congestion::Cubic => {
+            c.congestion_controller_factory(Arc::new(congestion::CubicConfig::default()))
+        }
+        Congestion::NewReno => {
+            c.congestion_controller_factory(Arc::new(congestion::NewRenoConfig::default()))
+        }
+        Congestion::Bbr => {
+            c.congestion_controller_factory(Arc::new(congestion::BbrConfig::default()))
+        }
     };
     Ok(Arc::new(c))
 }
@@ -48,9 +56,14 @@ pub fn endpoint_config(s: &Snapshot) -> quinn::EndpointConfig {
 
 /// The endpoint-wide server settings (Retry tokens, limits on unaccepted Initials). Each
 /// accepted connection gets `server_config_for` its peer instead of this one's TLS.
-pub fn server_config_for(s: &Snapshot, creds: &Credentials, peer: &str) -> Result<(quinn::ServerConfig, Verdict), String> {
+pub fn server_config_for(
+    s: &Snapshot,
+    creds: &Credentials,
+    peer: &str,
+) -> Result<(quinn::ServerConfig, Verdict), String> {
     let (tls, verdict) = identity::server_config(creds, &s.trust_domain, peer)?;
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| format!("QUIC server TLS config: {e}"))?;
+    let quic =
+        QuicServerConfig::try_from(tls).map_err(|e| format!("QUIC server TLS config: {e}"))?;
     let mut c = quinn::ServerConfig::with_crypto(Arc::new(quic));
     c.transport_config(transport(s)?);
     c.migration(false);
@@ -62,9 +75,14 @@ pub fn server_config_for(s: &Snapshot, creds: &Credentials, peer: &str) -> Resul
     Ok((c, verdict))
 }
 
-pub fn client_config_for(s: &Snapshot, creds: &Credentials, peer: &str) -> Result<(quinn::ClientConfig, Verdict), String> {
+pub fn client_config_for(
+    s: &Snapshot,
+    creds: &Credentials,
+    peer: &str,
+) -> Result<(quinn::ClientConfig, Verdict), String> {
     let (tls, verdict) = identity::client_config(creds, &s.trust_domain, peer)?;
-    let quic = QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC client TLS config: {e}"))?;
+    let quic =
+        QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC client TLS config: {e}"))?;
     let mut c = quinn::ClientConfig::new(Arc::new(quic));
     c.transport_config(transport(s)?);
     Ok((c, verdict))

@@ -65,15 +65,15 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 
 /// One QUIC connection over 127.0.0.1: `client` opens the flows' streams (capture side),
 /// `server` accepts them (delivery side).
-struct Tunnel {
-    client: quinn::Connection,
-    server: quinn::Connection,
+pub(crate) struct Tunnel {
+    pub(crate) client: quinn::Connection,
+    pub(crate) server: quinn::Connection,
     out: Arc<Traffic>,
     inb: Arc<Traffic>,
     _endpoints: (quinn::Endpoint, quinn::Endpoint),
 }
 
-async fn tunnel() -> Tunnel {
+pub(crate) async fn tunnel() -> Tunnel {
     // Deprecated since rustls 0.23.48 (no post-quantum key exchange); the crate uses ring.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());

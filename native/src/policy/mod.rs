@@ -75,23 +75,38 @@ fn action(s: &str, key: &str) -> Result<Action, String> {
 
 impl PolicyTable {
     pub fn allow_all() -> Self {
-        PolicyTable { default: Action::Allow, rules: Vec::new() }
+        PolicyTable {
+            default: Action::Allow,
+            rules: Vec::new(),
+        }
     }
 
     pub fn compile(json: &PolicyJson) -> Result<Self, String> {
         let mut rules = Vec::with_capacity(json.rules.len());
         for (i, r) in json.rules.iter().enumerate() {
             let key = format!("policy.rules[{i}]");
-            let cidrs = |list: &Option<Vec<String>>, field: &str| -> Result<Option<Vec<Cidr>>, String> {
+            let cidrs = |list: &Option<Vec<String>>,
+                         field: &str|
+             -> Result<Option<Vec<Cidr>>, String> {
                 list.as_ref()
-                    .map(|l| l.iter().map(|c| c.parse::<Cidr>().map_err(|e| format!("{key}.{field}: {e}"))).collect())
+                    .map(|l| {
+                        l.iter()
+                            .map(|c| c.parse::<Cidr>().map_err(|e| format!("{key}.{field}: {e}")))
+                            .collect()
+                    })
                     .transpose()
             };
             let ports = match &r.ports {
                 None => None,
                 Some(list) => Some(
                     list.iter()
-                        .map(|&[a, b]| if a <= b { Ok((a, b)) } else { Err(format!("{key}.ports: {a}-{b} is empty")) })
+                        .map(|&[a, b]| {
+                            if a <= b {
+                                Ok((a, b))
+                            } else {
+                                Err(format!("{key}.ports: {a}-{b} is empty"))
+                            }
+                        })
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
             };
@@ -104,17 +119,26 @@ impl PolicyTable {
                 ports,
             });
         }
-        Ok(PolicyTable { default: action(&json.default, "policy.default")?, rules })
+        Ok(PolicyTable {
+            default: action(&json.default, "policy.default")?,
+            rules,
+        })
     }
 
     /// First matching rule wins; no match: the default action.
     pub fn evaluate(&self, flow: &PolicyFlow<'_>) -> Decision<'_> {
         for r in &self.rules {
             if r.matches(flow) {
-                return Decision { action: r.action, rule: &r.name };
+                return Decision {
+                    action: r.action,
+                    rule: &r.name,
+                };
             }
         }
-        Decision { action: self.default, rule: "default" }
+        Decision {
+            action: self.default,
+            rule: "default",
+        }
     }
 }
 
@@ -145,6 +169,9 @@ impl Rule {
 }
 
 #[cfg(test)]
+mod vs_typescript;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -153,7 +180,12 @@ mod tests {
     }
 
     fn flow<'a>(from: &'a str, src: &str, dst: &str, port: u16) -> PolicyFlow<'a> {
-        PolicyFlow { from_peer: from, source: src.parse().unwrap(), destination: dst.parse().unwrap(), port }
+        PolicyFlow {
+            from_peer: from,
+            source: src.parse().unwrap(),
+            destination: dst.parse().unwrap(),
+            port,
+        }
     }
 
     #[test]
