@@ -138,6 +138,20 @@ export class BenchEnv {
 }
 
 /** Resident set size of a process in bytes (VmRSS), or NaN if it is gone. */
+/** CPU seconds (user + system, all threads) a process has used so far; NaN if it is gone. */
+export function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return NaN;
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const CLOCK_TICKS_PER_SECOND = 100; // sysconf(_SC_CLK_TCK) on Linux
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return NaN;
+  }
+}
+
 export function rssBytes(pid: number | undefined): number {
   if (!pid) return NaN;
   try {

@@ -28,7 +28,7 @@ const FAILED_DIALS = 8;
  * Linux sends at most one ICMP port-unreachable per second to a host
  * (net.ipv4.icmp_ratelimit = 1000 ms); without lifting that in host 2, every
  * re-dial within a second of the last refusal hears nothing and hangs until
- * quiche gives up (see the daemon notes in the README).
+ * the handshake times out (the daemon abandons a handshake on an ICMP error, README "What changed for operators").
  */
 const ICMP_RATELIMIT_SYSCTL = 'net.ipv4.icmp_ratelimit';
 

@@ -3,7 +3,10 @@
 // default, so plain TCP between functions keeps 1500-byte packets either way;
 // stunnel's and qmesh's host-to-host traffic can use the jumbo MTU (qmesh with
 // tunnel.maxDatagramBytes 8952). Targets: >= 125 MB/s at 1500, >= 300 at 9000.
+// Also: CPU seconds both proxies (the two qmesh daemons, the two stunnels) spent per
+// GB moved, read from /proc/<pid>/stat around the runs.
 import type { BulkResult } from '../clients/bulk.js';
+import { cpuSeconds } from '../lib/bench-env.js';
 import { median } from '../lib/stats.js';
 import type { TransportName } from '../transports/transport.js';
 import { PORTS } from './ports.js';
@@ -32,16 +35,24 @@ export const s6Bulk: Scenario = {
           for (const t of Object.values(env.transports)) await t.down();
           await env.mesh.topo.setMtu(mtu);
         }
+        const cpuPerGb: Partial<Record<TransportName, number>> = {};
         const runs = await perTransport(ctx, errors, async (t): Promise<number[]> => {
           await env.use(t, [route], mtu > 1500 ? { maxDatagramBytes: JUMBO_DATAGRAM_BYTES } : {});
           const target = env.address(t, route);
+          const [h1, h2] = env.hosts;
+          const pids: Array<number | undefined> = t === 'qmesh' ? [env.qmesh.pid(h1!), env.qmesh.pid(h2!)] : t === 'stunnel' ? env.stunnel.pids : [];
+          const cpu = (): number => pids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
           const out: number[] = [];
+          let bytes = 0;
+          const cpuBefore = cpu();
           for (let i = 0; i < runsPerTransport; i++) {
             const r = await client.call<BulkResult>('bulk-send', { target, durationMs, hash: false }, durationMs + 60_000);
             if (!r.intact) throw new Error(`sink got ${r.receivedBytes} bytes of ${r.bytes}`);
             out.push(r.mbPerSec);
+            bytes += r.receivedBytes;
           }
-          ctx.log(`  MTU ${mtu} ${t}: ${out.map((v) => v.toFixed(1)).join(', ')} MB/s`);
+          if (pids.length > 0) cpuPerGb[t] = (cpu() - cpuBefore) / (bytes / 1e9);
+          ctx.log(`  MTU ${mtu} ${t}: ${out.map((v) => v.toFixed(1)).join(', ')} MB/s${pids.length > 0 ? `, ${cpuPerGb[t]!.toFixed(2)} CPU s/GB (both proxies)` : ''}`);
           return out;
         });
         const f: Figure = { key: `s6.mbps-mtu${mtu}`, label: `S6 bulk, one connection, underlay MTU ${mtu}`, unit: 'MB/s', higherIsBetter: true, values: {} };
@@ -51,7 +62,13 @@ export const s6Bulk: Scenario = {
         const bound = mtu === 1500 ? 125 : 300;
         f.target = { text: `qmesh >= ${bound} MB/s`, met: meets(f.values.qmesh?.value, '>=', bound) };
         figures.push(f);
-        details[`mtu${mtu}`] = Object.fromEntries(Object.entries(runs).map(([t, r]) => [t, r instanceof Error ? { error: r.message } : { runsMBps: r }]));
+        const c: Figure = { key: `s6.cpu-per-gb-mtu${mtu}`, label: `S6 CPU seconds of both proxies per GB moved, MTU ${mtu}`, unit: 's/GB', higherIsBetter: false, values: {} };
+        for (const t of Object.keys(runs) as TransportName[]) {
+          const v = cpuPerGb[t];
+          c.values[t] = t === 'plain' ? { value: NaN, note: 'no proxy (kernel only)' } : v === undefined || !Number.isFinite(v) ? { value: NaN, note: 'not measured' } : { value: v };
+        }
+        figures.push(c);
+        details[`mtu${mtu}`] = Object.fromEntries(Object.entries(runs).map(([t, r]) => [t, r instanceof Error ? { error: r.message } : { runsMBps: r, cpuSecondsPerGb: cpuPerGb[t as TransportName] ?? null }]));
       }
     } finally {
       if (env.mesh.topo.mtu !== 1500) {

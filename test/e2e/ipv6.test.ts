@@ -2,7 +2,8 @@
 // IPv6 underlay, a v6 stream header and delivery to a v6 function. The topology is
 // built for IPv4; this test adds v6 addresses and routes to it before the daemons start.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Mesh, sleep } from '../../daemon/demo/mesh.js';
+import { sleep } from '../../daemon/demo/mesh.js';
+import { destroyMesh, startDaemons, startMesh, type Mesh } from '../support/e2e-mesh.js';
 
 let mesh: Mesh;
 
@@ -26,7 +27,8 @@ async function request(ns: string, ip: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  mesh = await Mesh.create({
+  // Built without daemons (start = false): the v6 addresses go in first.
+  mesh = await startMesh({
     hosts: 2,
     functionsPerHost: 1,
     configFor: (h) => {
@@ -37,7 +39,7 @@ beforeAll(async () => {
         peers: [{ name: `host-${other}`, endpoint: `[${v6.underlay(other)}]:4433`, cidrs: [v6.cidr(other)] }],
       };
     },
-  });
+  }, false);
   for (const h of mesh.hosts) {
     const other = 3 - h.index;
     await run(h.ns, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1');
@@ -55,12 +57,12 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  await mesh?.destroy();
+  await destroyMesh(mesh);
 }, 30_000);
 
 describe('IPv6', () => {
   it('carries a connection between v6 functions through the tunnel, both ways', async () => {
-    await mesh.startAll();
+    await startDaemons(mesh);
     const [h1, h2] = mesh.hosts as [any, any];
     expect(await request(h1.functions[0].ns, v6.fn(2))).toBe(`to ${h2.functions[0].name}: hello v6`);
     expect(await request(h2.functions[0].ns, v6.fn(1))).toBe(`to ${h1.functions[0].name}: hello v6`);

@@ -4,12 +4,12 @@
 set -eu
 src=$1 out=$2 prod_only=$3
 cd "$src"
-for f in package.json dist/daemon/cli/main.js build/Release/qmesh_sockopt.node node_modules; do
+for f in package.json dist/daemon/cli/main.js native/qmesh_native.node node_modules; do
   [ -e "$f" ] || { echo "pack.sh: $src/$f missing: qmesh_source_dir must be a built checkout (npm ci)" >&2; exit 2; }
 done
 list=$(mktemp)
 trap 'rm -f "$list" "$out.tmp"' EXIT
-printf '%s\n' package.json README.md dist build/Release/qmesh_sockopt.node systemd iptables > "$list"
+printf '%s\n' package.json README.md dist native/qmesh_native.node systemd iptables > "$list"
 if [ "$prod_only" = true ] && npm ls --omit=dev --all --parseable >"$list.npm" 2>/dev/null; then
   sed "s|^$(pwd)/||" "$list.npm" | grep '^node_modules/' | sort -u \
     | awk 'BEGIN { last = "" } last != "" && index($0, last "/") == 1 { next } { print; last = $0 }' >> "$list"
