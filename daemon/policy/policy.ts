@@ -1,8 +1,7 @@
-// Decides whether one flow may pass: the config's ordered policy rules, first
-// match wins, else the default. A pure function of the policy and the flow's
-// facts; inbound/delivery.ts asks it before connecting anywhere and
-// capture/capture-listener.ts before opening a stream (see README "Policy").
-import type { Cidr, IpAddress } from './cidr.js';
+// The policy as the config states it: ordered rules, first match wins, else the
+// default (README "Policy"). config/policy-format.ts builds it; the data plane
+// evaluates it (native/src/policy/, sent by dataplane/snapshot.ts).
+import type { Cidr } from './cidr.js';
 
 export type PolicyAction = 'allow' | 'deny';
 
@@ -26,43 +25,4 @@ export interface PolicyRule {
 export interface Policy {
   readonly default: PolicyAction;
   readonly rules: readonly PolicyRule[];
-}
-
-/** The facts of one flow, the same on the sending and the receiving host. */
-export interface PolicyFlow {
-  /**
-   * Name of the host the flow comes from: on the receiving host the peer whose certificate
-   * it verified; on the sending host its own node.name.
-   */
-  readonly fromPeer: string;
-  /** The calling function's address (the receiver has checked the peer owns it). */
-  readonly source: IpAddress;
-  /** The original destination address and port. */
-  readonly destination: IpAddress;
-  readonly port: number;
-}
-
-export interface PolicyDecision {
-  readonly action: PolicyAction;
-  /** The matching rule's name, or "default" when no rule matched. */
-  readonly rule: string;
-}
-
-/** Allows everything: what a config without a `policy` section means. */
-export const ALLOW_ALL: Policy = Object.freeze({ default: 'allow', rules: Object.freeze([]) as readonly PolicyRule[] });
-
-export function ruleMatches(rule: PolicyRule, flow: PolicyFlow): boolean {
-  if (rule.from && !rule.from.includes(flow.fromPeer)) return false;
-  if (rule.sourceCidrs && !rule.sourceCidrs.some((c) => c.contains(flow.source))) return false;
-  if (rule.destinationCidrs && !rule.destinationCidrs.some((c) => c.contains(flow.destination))) return false;
-  if (rule.ports && !rule.ports.some((r) => flow.port >= r.first && flow.port <= r.last)) return false;
-  return true;
-}
-
-/** First matching rule wins; no match: the default action. */
-export function evaluatePolicy(policy: Policy, flow: PolicyFlow): PolicyDecision {
-  for (const rule of policy.rules) {
-    if (ruleMatches(rule, flow)) return { action: rule.action, rule: rule.name };
-  }
-  return { action: policy.default, rule: 'default' };
 }

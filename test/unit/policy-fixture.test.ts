@@ -2,7 +2,7 @@
 // to be checked against (native/src/policy/vs_typescript.rs). Each policy below is
 // compiled by the real config parser (config/policy-format.ts), turned into the JSON the
 // data plane receives (the `policy` part of dataplane/snapshot.ts buildSnapshot), and a
-// grid of flows is decided by policy/policy.ts evaluatePolicy. The result is
+// grid of flows is decided by test/support/policy-oracle.ts evaluatePolicy. The result is
 // native/tests/fixtures/policy-cases.json.
 //
 //   QMESH_WRITE_POLICY_FIXTURE=1 npx vitest run test/unit/policy-fixture.test.ts   writes it;
@@ -25,7 +25,8 @@ import { parsePolicy } from '../../daemon/config/policy-format.js';
 import { buildSnapshot } from '../../daemon/dataplane/snapshot.js';
 import type { Credentials } from '../../daemon/identity/credentials.js';
 import { type Cidr, IpAddress } from '../../daemon/policy/cidr.js';
-import { evaluatePolicy, type Policy, type PolicyRule } from '../../daemon/policy/policy.js';
+import type { Policy, PolicyRule } from '../../daemon/policy/policy.js';
+import { evaluatePolicy } from '../support/policy-oracle.js';
 
 const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/tests/fixtures/policy-cases.json');
 const WRITE = process.env.QMESH_WRITE_POLICY_FIXTURE === '1';

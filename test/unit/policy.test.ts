@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { parsePolicy, parsePortRange } from '../../daemon/config/policy-format.js';
 import { IpAddress } from '../../daemon/policy/cidr.js';
-import { ALLOW_ALL, evaluatePolicy, type PolicyFlow } from '../../daemon/policy/policy.js';
+import { ALLOW_ALL, evaluatePolicy, type PolicyFlow } from '../support/policy-oracle.js';
 
 const flow = (over: Partial<Record<keyof PolicyFlow, string | number>> = {}): PolicyFlow => ({
   fromPeer: String(over.fromPeer ?? 'host-1'),
