@@ -197,15 +197,20 @@ async fn handshake(
     }
     let tunnel = Arc::new(Tunnel::new(conn, id));
     let link = shared.accepted_link(&peer.name);
+    // The peer dials once at start and again only to renew: a new connection while one it
+    // dialled before still looks alive means it restarted or renews.
+    let redialled = link.live().iter().any(|t| t.conn.close_reason().is_none());
     link.add(tunnel.clone());
     stats::inc(&shared.quic.connections);
     shared.emit(Level::Info, "quic-listener", "peer tunnel accepted", fields! {"peer" => peer.name, "role" => "server", "from" => from.to_string(), "peerNotAfter" => iso(tunnel.peer.not_after_unix)});
     if let Some(d) = shared.dialer(&peer.name) {
         d.peer_is_up(&tunnel.peer_leaf);
     }
-    // A peer dials once at start (and on renewals): a new connection may mean it restarted,
-    // leaving our tunnels to it stale. They are probed, not trusted.
-    super::liveness::verify_peer(&shared, &peer.name, "the peer dialled a new connection");
+    // If it restarted, our tunnels to it are stale: they are probed, not trusted (new flows
+    // wait for the answer, one round trip).
+    if redialled {
+        super::liveness::verify_peer(&shared, &peer.name, "the peer dialled a new connection");
+    }
     // Fail closed: the connection ends when a certificate it was authenticated with does.
     let end = own_not_after(&shared)
         .unwrap_or(i64::MAX)

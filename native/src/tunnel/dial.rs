@@ -28,6 +28,9 @@ pub struct Dialer {
     kick: Notify,
     /// ICMP said the peer's port is closed: a handshake in progress gives up now.
     unreachable: Notify,
+    /// The live tunnel is being probed (liveness.rs): new flows wait for the answer
+    /// instead of riding a tunnel that may be stale.
+    verifying: watch::Sender<bool>,
     renew: Notify,
     renew_reason: Mutex<Option<String>>,
     stop: CancellationToken,
@@ -54,6 +57,7 @@ impl Dialer {
             live: watch::channel(None).0,
             kick: Notify::new(),
             unreachable: Notify::new(),
+            verifying: watch::channel(false).0,
             renew: Notify::new(),
             renew_reason: Mutex::new(None),
             stop: shared.stop.child_token(),
@@ -83,6 +87,12 @@ impl Dialer {
 
     /// The live tunnel, waiting up to `timeout`; a tunnel in back-off is re-dialled now.
     pub async fn ready(&self, timeout: Duration) -> Result<FlowOnTunnel, String> {
+        let started = Instant::now();
+        let mut verifying = self.verifying.subscribe();
+        if *verifying.borrow_and_update() {
+            let _ = tokio::time::timeout(timeout, verifying.wait_for(|v| !*v)).await;
+        }
+        let timeout = timeout.saturating_sub(started.elapsed());
         let mut rx = self.live.subscribe();
         if let Some(t) = rx.borrow_and_update().clone() {
             if t.conn.close_reason().is_none() {
@@ -137,6 +147,11 @@ impl Dialer {
             }
             _ => {}
         }
+    }
+
+    /// Probes of this peer's tunnels started (true) or ended (false).
+    pub fn set_verifying(&self, on: bool) {
+        self.verifying.send_replace(on);
     }
 
     /// An ICMP error for the peer's endpoint: wakes only a handshake waiting now (no permit is kept).

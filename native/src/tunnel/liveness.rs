@@ -52,8 +52,10 @@ pub fn verify_peer(shared: &Arc<Shared>, peer: &str, why: &'static str) {
     }
     drop(probing);
     let mut tunnels = shared.accepted_link(peer).live();
-    if let Some(d) = shared.dialer(peer) {
+    let dialer = shared.dialer(peer);
+    if let Some(d) = &dialer {
         tunnels.extend(d.link.live());
+        d.set_verifying(true);
     }
     let (shared, peer) = (shared.clone(), peer.to_string());
     tokio::spawn(async move {
@@ -84,6 +86,9 @@ pub fn verify_peer(shared: &Arc<Shared>, peer: &str, why: &'static str) {
             .collect();
         for c in checks {
             let _ = c.await;
+        }
+        if let Some(d) = dialer {
+            d.set_verifying(false);
         }
         if let Ok(mut probing) = shared.probing.lock() {
             probing.remove(&peer);
