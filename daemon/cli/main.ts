@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import { isQmeshError } from '../errors.js';
 import { parseLifetime } from './lifetime.js';
 
-// Each verb loads only what it needs (quiche and the daemon are slow to load).
+// Each verb loads only what it needs (the data plane addon and the daemon are slow to load).
 const verbs = () => import('./verbs.js');
 
 const EXIT_FAILURE = 1;

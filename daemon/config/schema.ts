@@ -199,7 +199,7 @@ export const schema = {
       env: 'QMESH_TUNNEL_MAX_DATAGRAM_BYTES',
     },
     congestionControl: {
-      doc: 'quiche congestion control. cubic measured fastest here; bbr needs pacing, which qmesh does not do yet.',
+      doc: 'QUIC congestion control (quinn): cubic, reno (NewReno) or bbr.',
       format: ['cubic', 'reno', 'bbr'],
       default: 'cubic',
       env: 'QMESH_TUNNEL_CONGESTION_CONTROL',

@@ -15,7 +15,7 @@ const ECHO_PORT = 7301;
 const IDLE_TIMEOUT_MS = 2_000;
 const CONNECT_TIMEOUT_MS = 1_000;
 /**
- * On top of the configured times: quiche restarts its idle timer with the first keep-alive
+ * On top of the configured times: QUIC restarts its idle timer with the first keep-alive
  * after the last packet heard (+ tunnel.keepAliveMs, 0.5 s here), /status polling, and a
  * loaded machine's scheduling. Measured: down 2.2-2.5 s after the drop.
  */

@@ -69,7 +69,7 @@ describe('fault: peer daemon crashes and restarts', () => {
     expect(r.sentAll && r.how === 'end', 'a cut transfer must not look like a complete one').toBe(false);
     expect(r.how, 'the sender sees a reset').toMatch(/^(ECONNRESET|EPIPE)$/);
     expect(detectMs, 'within 3 s of the kill').toBeLessThan(WITHIN_MS);
-    // The destination function must not take the cut request for a whole one either (abortive-close.ts).
+    // The destination function must not take the cut request for a whole one either (SO_LINGER 0, native/src/flow/).
     expect(server.requestDone, 'destination saw a FIN: a truncated request passed off as complete').toBe(false);
     expect(server.error).toBe('ECONNRESET');
     const s = await wire.summarize(mesh.hosts.map((h) => h.underlayIp), QUIC_PORT);

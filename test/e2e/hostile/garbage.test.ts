@@ -1,5 +1,5 @@
 // Case 6: garbage on the QUIC port. From a configured peer's address (so the
-// peer-IP filter lets it reach quiche), on another source port: random bytes,
+// peer-IP filter lets it reach QUIC), on another source port: random bytes,
 // QUIC-looking headers, and real captured datagrams replayed and truncated,
 // while real request/response traffic flows. No crash, RSS bounded, the real
 // requests succeed and the tunnels stay up.

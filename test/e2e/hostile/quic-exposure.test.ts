@@ -1,7 +1,7 @@
-// Case 15: the mitigations around the bundled quiche 0.18 (README "Exposure of
-// the bundled quiche"), each tested with real QUIC v1 Initials:
+// Case 15: the defences of the QUIC listener (README "QUIC engine"), each tested
+// with real QUIC v1 Initials:
 //   (a) a non-peer address is dropped by iptables (rule counters), and even with
-//       that rule bypassed the daemon drops it before quiche: no connection, no reply;
+//       that rule bypassed the daemon drops it before any QUIC state: no connection, no reply;
 //   (b) a spoofed Initial from a peer's address on another port gets only a Retry
 //       (addressValidation "always", and "under-load" once handshakes are in progress);
 //   (c) the cap on handshakes in progress holds;
@@ -42,8 +42,8 @@ async function dropRulePackets(host: HostInfo): Promise<number> {
 
 const noReply = (r: { responses: Record<string, number> }): number => Object.values(r.responses).reduce((a, b) => a + b, 0);
 
-describe('case 15: exposure of the bundled quiche', () => {
-  it('(a) a non-peer address flooding Initials is dropped by iptables and, past it, by the daemon before quiche', async () => {
+describe('case 15: exposure of the QUIC listener', () => {
+  it('(a) a non-peer address flooding Initials is dropped by iptables and, past it, by the daemon before any QUIC state', async () => {
     const target = { ip: h2.underlayIp, port: QUIC_PORT };
     const d2 = daemonOf(mesh, h2);
     const rss0 = rssKiB(d2);
