@@ -6,15 +6,14 @@ use crate::addr::Endpoint;
 use crate::events::Level;
 use crate::flow::{self, FlowCtl};
 use crate::header::StreamHeader;
+use crate::per_source::{PerSource, SourceSlot};
 use crate::plane::Shared;
 use crate::policy::{Action, PolicyFlow};
 use crate::registry::{Direction, FlowEntry};
 use crate::route::Route;
 use crate::{fields, sockopt, stats};
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,31 +35,8 @@ pub fn bind(port: u16) -> Result<std::net::TcpListener, String> {
     Ok(s.into())
 }
 
-/// Open captured connections per source address (one function), for the per-source cap.
-#[derive(Default)]
-struct PerSource(Mutex<HashMap<IpAddr, u32>>);
-
-struct CaptureSlot {
-    shared: Arc<Shared>,
-    per_source: Arc<PerSource>,
-    ip: IpAddr,
-}
-
-impl Drop for CaptureSlot {
-    fn drop(&mut self) {
-        stats::dec(&self.shared.capture.active);
-        if let Ok(mut m) = self.per_source.0.lock() {
-            if let Some(n) = m.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    // Open captured connections per source address (one function), for the per-source cap.
     let per_source = Arc::new(PerSource::default());
     let mut limit_logged: Option<Instant> = None;
     loop {
@@ -81,11 +57,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let snap = shared.snapshot.load();
         // A flood is refused at once and cheaply: a reset, a counter, one log line per second.
         let active = shared.capture.active.load(Relaxed);
-        let from_source = per_source
-            .0
-            .lock()
-            .map(|m| m.get(&source.ip()).copied().unwrap_or(0))
-            .unwrap_or(u32::MAX);
+        let from_source = per_source.open_from(source.ip());
         if active >= u64::from(snap.capture.max_connections)
             || from_source >= snap.capture.max_connections_per_source
         {
@@ -117,15 +89,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             }
             continue;
         }
-        stats::inc(&shared.capture.active);
-        if let Ok(mut m) = per_source.0.lock() {
-            *m.entry(source.ip()).or_insert(0) += 1;
-        }
-        let slot = CaptureSlot {
-            shared: shared.clone(),
-            per_source: per_source.clone(),
-            ip: source.ip(),
-        };
+        let slot = per_source.take(&shared, |s| &s.capture.active, source.ip());
         tokio::spawn(captured(shared.clone(), tcp, source, slot));
     }
 }
@@ -150,7 +114,7 @@ fn refuse(shared: &Shared, tcp: TcpStream, f: serde_json::Value, reason: &str) {
     reset(tcp);
 }
 
-async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: CaptureSlot) {
+async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: SourceSlot) {
     // Abortive close from the start: if the daemon dies while this waits, the client sees a reset.
     let _ = sockopt::set_abortive_close(&tcp, true);
     let _ = tcp.set_nodelay(true);
@@ -265,9 +229,7 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
     stats::inc(&shared.capture.accepted);
     let traffic = dialer.link.traffic.clone();
     traffic.stream_opened();
-    let idle = Some(snap.capture.idle_timeout_ms)
-        .filter(|&ms| ms > 0)
-        .map(Duration::from_millis);
+    let idle = snap.flow_idle_timeout();
     let log_flows = snap.log_flows;
     drop(snap);
     let summary = flow::run_pipe(

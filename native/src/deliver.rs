@@ -168,9 +168,7 @@ pub async fn deliver(
     stats::inc(&shared.inbound.accepted);
     let link = shared.accepted_link(&peer.name);
     link.traffic.stream_opened();
-    let idle = Some(snap.capture.idle_timeout_ms)
-        .filter(|&ms| ms > 0)
-        .map(Duration::from_millis);
+    let idle = snap.flow_idle_timeout();
     let log_flows = snap.log_flows;
     drop(snap);
     let summary = flow::run_pipe(

@@ -12,6 +12,8 @@ pub mod flow;
 pub mod header;
 pub mod identity;
 #[cfg(feature = "addon")]
+pub mod per_source;
+#[cfg(feature = "addon")]
 pub mod plane;
 pub mod policy;
 #[cfg(feature = "addon")]
@@ -20,6 +22,8 @@ pub mod route;
 pub mod snapshot;
 pub mod sockopt;
 pub mod stats;
+#[cfg(test)]
+mod test_tls;
 #[cfg(feature = "addon")]
 pub mod tunnel;
 

@@ -201,6 +201,13 @@ impl Snapshot {
         self.peers.iter().find(|p| p.endpoint.ip() == ip)
     }
 
+    /// capture.idleTimeoutMs as a flow's idle limit (0: none); both ends of a flow use it.
+    pub fn flow_idle_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.capture.idle_timeout_ms)
+            .filter(|&ms| ms > 0)
+            .map(std::time::Duration::from_millis)
+    }
+
     pub fn peer_named(&self, name: &str) -> Option<&Arc<Peer>> {
         self.peers.iter().find(|p| p.name == name)
     }

@@ -265,7 +265,7 @@ pub(super) fn json_string(s: &str) -> String {
 }
 
 /// `Date.prototype.toISOString()` of a Unix time in seconds: `2001-02-03T04:05:06.000Z`.
-pub(super) fn iso_utc(secs: i64) -> String {
+pub fn iso_utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     // Days to civil date (H. Hinnant's algorithm), proleptic Gregorian.

@@ -27,7 +27,7 @@ mod leaf;
 mod tests;
 mod verify;
 
-pub use leaf::{check_leaf, is_host_name, is_trust_domain};
+pub use leaf::{check_leaf, is_host_name, is_trust_domain, iso_utc};
 use verify::{PeerClientVerifier, PeerRule, PeerServerVerifier};
 
 /// The one application protocol of a tunnel, offered and required on both sides.
@@ -70,6 +70,8 @@ pub struct Credentials {
     /// webpki's client-certificate verifier over `roots` (client auth mandatory), built once.
     client_verifier: Arc<dyn ClientCertVerifier>,
     provider: Arc<CryptoProvider>,
+    /// This host's leaf: not before, not after (Unix seconds), read once here.
+    validity: (i64, i64),
 }
 
 impl fmt::Debug for Credentials {
@@ -122,6 +124,15 @@ impl Credentials {
                 "tls.cert: the first certificate cannot be parsed: {e}"
             ));
         }
+        let validity = match chain.first().map(|der| leaf::read_leaf(der.as_ref())) {
+            Some(Ok(facts)) => (facts.not_before, facts.not_after),
+            Some(Err(e)) => {
+                return Err(format!(
+                    "tls.cert: the first certificate cannot be parsed: {e}"
+                ))
+            }
+            None => return Err("tls.cert: holds no PEM certificate".into()),
+        };
         let key = read_key(key_pem)?;
         let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
             TlsError::InconsistentKeys(_) => {
@@ -140,7 +151,13 @@ impl Credentials {
             certified: Arc::new(certified),
             client_verifier,
             provider,
+            validity,
         })
+    }
+
+    /// This host's certificate's validity: (not before, not after), Unix seconds.
+    pub fn validity(&self) -> (i64, i64) {
+        self.validity
     }
 
     /// The DER of this host's own leaf (to compare with what a peer presented).

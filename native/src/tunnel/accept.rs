@@ -6,45 +6,21 @@
 use super::{transport, Tunnel};
 use crate::addr::Endpoint;
 use crate::events::Level;
+use crate::per_source::{PerSource, SourceSlot};
 use crate::plane::Shared;
 use crate::snapshot::{AddressValidation, Peer};
 use crate::tunnel::dial::describe_failure;
 use crate::tunnel::validity::{iso, now_ms, own_not_after};
 use crate::{app_error, deliver, fields, stats};
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// 'under-load' answers with Retry once this many handshakes are in progress.
 const RETRY_WHEN_HANDSHAKING: u64 = 2;
 
-/// Handshakes in progress per source address; an entry leaves with its last handshake.
-#[derive(Default)]
-struct PerSource(Mutex<HashMap<IpAddr, u32>>);
-
-struct HandshakeSlot {
-    shared: Arc<Shared>,
-    per_source: Arc<PerSource>,
-    ip: IpAddr,
-}
-
-impl Drop for HandshakeSlot {
-    fn drop(&mut self) {
-        stats::dec(&self.shared.quic.handshaking);
-        if let Ok(mut m) = self.per_source.0.lock() {
-            if let Some(n) = m.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
 pub async fn accept_loop(shared: Arc<Shared>) {
+    // Handshakes in progress per source address.
     let per_source = Arc::new(PerSource::default());
     loop {
         let incoming = tokio::select! {
@@ -63,11 +39,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
             continue;
         }
         let handshaking = shared.quic.handshaking.load(Relaxed);
-        let from_source = per_source
-            .0
-            .lock()
-            .map(|m| m.get(&from.ip()).copied().unwrap_or(0))
-            .unwrap_or(u32::MAX);
+        let from_source = per_source.open_from(from.ip());
         if handshaking >= u64::from(snap.tunnel.max_handshakes)
             || from_source >= snap.tunnel.max_handshakes_per_source
         {
@@ -113,15 +85,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
                 continue;
             }
         };
-        stats::inc(&shared.quic.handshaking);
-        if let Ok(mut m) = per_source.0.lock() {
-            *m.entry(from.ip()).or_insert(0) += 1;
-        }
-        let slot = HandshakeSlot {
-            shared: shared.clone(),
-            per_source: per_source.clone(),
-            ip: from.ip(),
-        };
+        let slot = per_source.take(&shared, |s| &s.quic.handshaking, from.ip());
         let timeout = Duration::from_millis(snap.tunnel.connect_timeout_ms);
         tokio::spawn(handshake(
             shared.clone(),
@@ -141,7 +105,7 @@ async fn handshake(
     from: Endpoint,
     connecting: quinn::Connecting,
     verdict: crate::identity::Verdict,
-    slot: HandshakeSlot,
+    slot: SourceSlot,
     timeout: Duration,
 ) {
     let refuse = |reason: String, code: Option<&'static str>| {
@@ -212,9 +176,7 @@ async fn handshake(
         super::liveness::verify_peer(&shared, &peer.name, "the peer dialled a new connection");
     }
     // Fail closed: the connection ends when a certificate it was authenticated with does.
-    let end = own_not_after(&shared)
-        .unwrap_or(i64::MAX)
-        .min(tunnel.peer.not_after_unix);
+    let end = own_not_after(&shared).min(tunnel.peer.not_after_unix);
     let left = end
         .saturating_sub((now_ms() / 1000) as i64)
         .clamp(0, 10 * 365 * 86_400) as u64;

@@ -190,7 +190,7 @@ impl Dialer {
                 r = self.dial(&shared, true) => r,
                 _ = self.stop.cancelled() => break,
             };
-            let reason = match result {
+            match result {
                 Ok(t) => {
                     let was = self.up(&shared, &t);
                     outage_logged = None;
@@ -206,7 +206,6 @@ impl Dialer {
                         s.last_error = Some(why.clone());
                     });
                     shared.emit(Level::Warn, "tunnel", "tunnel down", fields! {"peer" => self.peer.name, "role" => "client", "reason" => why, "upForMs" => was.elapsed().as_millis() as u64});
-                    why
                 }
                 Err((why, code, refused)) => {
                     self.live.send_replace(None);
@@ -232,10 +231,8 @@ impl Dialer {
                             fields! {"peer" => self.peer.name, "reason" => why},
                         );
                     }
-                    why
                 }
-            };
-            let _ = reason;
+            }
             self.with_status(|s| s.reconnects += 1);
             // Back-off; a flow waiting or the peer reaching us cuts it short (but never below reconnectMinMs between dials).
             let min = Duration::from_millis(shared.snapshot.load().tunnel.reconnect_min_ms);
@@ -269,7 +266,7 @@ impl Dialer {
             Level::Info,
             "tunnel",
             "tunnel up",
-            fields! {"peer" => self.peer.name, "role" => "client", "endpoint" => self.peer.endpoint.to_string(), "peerNotAfter" => iso(t.peer.not_after_unix), "ownNotAfter" => own_not_after(shared).map(iso)},
+            fields! {"peer" => self.peer.name, "role" => "client", "endpoint" => self.peer.endpoint.to_string(), "peerNotAfter" => iso(t.peer.not_after_unix), "ownNotAfter" => iso(own_not_after(shared))},
         );
         Instant::now()
     }
@@ -439,7 +436,7 @@ impl Dialer {
                     Level::Info,
                     "tunnel",
                     "tunnel re-established",
-                    fields! {"peer" => self.peer.name, "role" => "client", "reason" => reason, "oldStreams" => old.flows.load(Relaxed), "peerNotAfter" => iso(new.peer.not_after_unix), "ownNotAfter" => own_not_after(shared).map(iso)},
+                    fields! {"peer" => self.peer.name, "role" => "client", "reason" => reason, "oldStreams" => old.flows.load(Relaxed), "peerNotAfter" => iso(new.peer.not_after_unix), "ownNotAfter" => iso(own_not_after(shared))},
                 );
                 tokio::spawn(retire(shared.clone(), self.peer.name.clone(), old));
                 Ok(new)

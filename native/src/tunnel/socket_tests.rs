@@ -2,54 +2,10 @@
 //! endpoints on 127.0.0.1 and a "daemon" that can be SIGKILLed (its port closes, no
 //! CONNECTION_CLOSE is sent).
 use super::*;
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use crate::test_tls::{client_config, server_config};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-
-/// Accepts the test certificate without looking at it (signatures are still checked).
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    // Deprecated since rustls 0.23.48 (no post-quantum key exchange); the crate uses ring.
-    #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Keep-alive every 100 ms, a 10 s idle timeout (longer than any test), and datagrams with
 /// a receive buffer of `datagrams` bytes (None: disabled).
@@ -59,35 +15,6 @@ pub(crate) fn transport(datagrams: Option<usize>) -> Arc<quinn::TransportConfig>
     t.max_idle_timeout(Some(Duration::from_secs(10).try_into().unwrap()));
     t.datagram_receive_buffer_size(datagrams);
     Arc::new(t)
-}
-
-fn server_config(transport: Arc<quinn::TransportConfig>) -> quinn::ServerConfig {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key.into())
-        .unwrap();
-    tls.alpn_protocols = vec![b"qmesh-test".to_vec()];
-    let mut c =
-        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).unwrap()));
-    c.transport_config(transport);
-    c
-}
-
-fn client_config(transport: Arc<quinn::TransportConfig>) -> quinn::ClientConfig {
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"qmesh-test".to_vec()];
-    let mut c = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-    c.transport_config(transport);
-    c
 }
 
 /// An endpoint on 127.0.0.1 over a hinting socket (hints to `hints`, or dropped), or over

@@ -12,26 +12,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// This host's certificate's validity (not before, not after), Unix seconds.
-pub fn own_validity(shared: &Shared) -> Option<(i64, i64)> {
-    let creds = shared.creds.load();
-    let (_, cert) = x509_parser::parse_x509_certificate(creds.leaf_der()).ok()?;
-    Some((
-        cert.validity().not_before.timestamp(),
-        cert.validity().not_after.timestamp(),
-    ))
-}
-
-pub fn own_not_after(shared: &Shared) -> Option<i64> {
-    own_validity(shared).map(|v| v.1)
+/// This host's certificate's not-after, Unix seconds.
+pub fn own_not_after(shared: &Shared) -> i64 {
+    shared.creds.load().validity().1
 }
 
 /// When to renew (10 % of the lifetime before the end, at most 5 minutes) and when the
 /// first of the two certificates it was authenticated with ends.
 pub fn expiry(shared: &Shared, t: &Tunnel) -> (Instant, Instant) {
-    let own = own_not_after(shared).unwrap_or(i64::MAX);
+    let (own_start, own) = shared.creds.load().validity();
     let (end, start) = if own < t.peer.not_after_unix {
-        (own, own_validity(shared).map_or(own, |v| v.0))
+        (own, own_start)
     } else {
         (t.peer.not_after_unix, t.peer.not_before_unix)
     };
@@ -44,23 +35,5 @@ pub fn expiry(shared: &Shared, t: &Tunnel) -> (Instant, Instant) {
     (at(end - margin), at(end))
 }
 
-pub fn iso(unix: i64) -> String {
-    // RFC 3339 in UTC without a date library: days from the civil calendar algorithm.
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
+/// A Unix time as the logs print it (JavaScript's toISOString).
+pub use crate::identity::iso_utc as iso;

@@ -17,52 +17,6 @@ mod resets;
 const HEADER: &[u8] = b"QMH1";
 const T: Duration = Duration::from_secs(5);
 
-/// Accepts the test certificate without looking at it (signatures are still checked).
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// One QUIC connection over 127.0.0.1: `client` opens the flows' streams (capture side),
 /// `server` accepts them (delivery side).
 pub(crate) struct Tunnel {
@@ -74,37 +28,12 @@ pub(crate) struct Tunnel {
 }
 
 pub(crate) async fn tunnel() -> Tunnel {
-    // Deprecated since rustls 0.23.48 (no post-quantum key exchange); the crate uses ring.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
-    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key.into())
-        .unwrap();
-    server_tls.alpn_protocols = vec![b"qmesh-test".to_vec()];
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
-        quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).unwrap(),
-    ));
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(1024u32.into());
-    server_config.transport_config(Arc::new(transport));
+    let server_config = crate::test_tls::server_config(Arc::new(transport));
     let server_ep = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-
-    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
-    client_tls.alpn_protocols = vec![b"qmesh-test".to_vec()];
     let mut client_ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client_ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap(),
-    )));
+    client_ep.set_default_client_config(crate::test_tls::client_config(Arc::default()));
     let to = server_ep.local_addr().unwrap();
     let (client, server) = tokio::join!(
         async { client_ep.connect(to, "localhost").unwrap().await.unwrap() },
