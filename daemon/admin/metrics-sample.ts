@@ -1,6 +1,7 @@
 // Reads the data plane's counters (dataplane/) into a MetricsSample for metrics.ts,
 // once per scrape: both tunnels of each peer, capture, inbound and QUIC counters.
 import type { Daemon } from '../daemon.js';
+import { trafficOf } from '../dataplane/native.js';
 import type { MetricsSample, TunnelSample } from './metrics.js';
 
 export function sampleDaemon(d: Daemon): MetricsSample {
@@ -10,14 +11,6 @@ export function sampleDaemon(d: Daemon): MetricsSample {
     const s = stats?.peers.find((x) => x.name === p.name);
     const out = s?.outbound;
     const inn = s?.inbound;
-    const traffic = (t: typeof inn) => ({
-      streamsActive: t?.streamsActive ?? 0,
-      streamsTotal: t?.streamsTotal ?? 0,
-      bytesSent: t?.bytesSent ?? 0,
-      bytesReceived: t?.bytesReceived ?? 0,
-      datagramsSent: t?.datagramsSent ?? 0,
-      datagramsReceived: t?.datagramsReceived ?? 0,
-    });
     const path = (t: typeof inn) => (t?.up && t.rttMs !== null ? { rttMs: t.rttMs, cwnd: t.cwnd ?? 0, lost: t.lostPackets } : null);
     tunnels.push({
       peer: p.name,
@@ -27,9 +20,9 @@ export function sampleDaemon(d: Daemon): MetricsSample {
       reconnects: out?.reconnects ?? 0,
       lostTotal: out?.lostPackets ?? 0,
       path: out?.state === 'up' ? path(out) : null,
-      traffic: traffic(out),
+      traffic: trafficOf(out),
     });
-    tunnels.push({ peer: p.name, tunnel: 'inbound', up: inn?.up ?? false, lostTotal: inn?.lostPackets ?? 0, path: path(inn), traffic: traffic(inn) });
+    tunnels.push({ peer: p.name, tunnel: 'inbound', up: inn?.up ?? false, lostTotal: inn?.lostPackets ?? 0, path: path(inn), traffic: trafficOf(inn) });
   }
   return {
     ready: d.ready,

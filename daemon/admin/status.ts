@@ -5,6 +5,7 @@
 import { formatHostPort } from '../config/formats.js';
 import type { Daemon } from '../daemon.js';
 import { expiringSoon } from '../identity/validity.js';
+import { trafficOf } from '../dataplane/native.js';
 
 export function buildStatus(d: Daemon): unknown {
   const { config } = d;
@@ -27,21 +28,11 @@ export function buildStatus(d: Daemon): unknown {
         lastError: out?.lastError ?? null,
         rttMs: out?.state === 'up' && out.rttMs !== null ? out.rttMs : null,
         lostPackets: out?.lostPackets ?? 0,
-        streamsActive: out?.streamsActive ?? 0,
-        streamsTotal: out?.streamsTotal ?? 0,
-        bytesSent: out?.bytesSent ?? 0,
-        bytesReceived: out?.bytesReceived ?? 0,
-        datagramsSent: out?.datagramsSent ?? 0,
-        datagramsReceived: out?.datagramsReceived ?? 0,
+        ...trafficOf(out),
       },
       inbound: {
         state: inn?.up ? 'up' : 'down',
-        streamsActive: inn?.streamsActive ?? 0,
-        streamsTotal: inn?.streamsTotal ?? 0,
-        bytesSent: inn?.bytesSent ?? 0,
-        bytesReceived: inn?.bytesReceived ?? 0,
-        datagramsSent: inn?.datagramsSent ?? 0,
-        datagramsReceived: inn?.datagramsReceived ?? 0,
+        ...trafficOf(inn),
       },
     };
   });

@@ -54,6 +54,18 @@ export interface TrafficStats {
   readonly datagramsReceived: number;
 }
 
+/** A link's traffic counters, zero when the data plane reports none (peer just added, or stopped). */
+export function trafficOf(t: TrafficStats | undefined): TrafficStats {
+  return {
+    streamsActive: t?.streamsActive ?? 0,
+    streamsTotal: t?.streamsTotal ?? 0,
+    bytesSent: t?.bytesSent ?? 0,
+    bytesReceived: t?.bytesReceived ?? 0,
+    datagramsSent: t?.datagramsSent ?? 0,
+    datagramsReceived: t?.datagramsReceived ?? 0,
+  };
+}
+
 export interface LinkStats extends TrafficStats {
   readonly up: boolean;
   readonly rttMs: number | null;
