@@ -174,6 +174,8 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
             &format!("no tunnel for peer {}", peer.name),
         );
     };
+    // What every refusal from here on logs.
+    let with_peer = fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name};
     let ctl = FlowCtl::new();
     let registered = shared.flows.register(FlowEntry {
         direction: Direction::Outbound,
@@ -185,14 +187,7 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
     let connect_timeout = Duration::from_millis(snap.tunnel.connect_timeout_ms);
     let on_tunnel = match dialer.ready(connect_timeout).await {
         Ok(t) => t,
-        Err(why) => {
-            return refuse(
-                &shared,
-                tcp,
-                fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name},
-                &why,
-            )
-        }
+        Err(why) => return refuse(&shared, tcp, with_peer.clone(), &why),
     };
     let opened = tokio::time::timeout(connect_timeout, on_tunnel.0.conn.open_bi()).await;
     let (send, recv) = match opened {
@@ -201,7 +196,7 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
             return refuse(
                 &shared,
                 tcp,
-                fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name},
+                with_peer.clone(),
                 &format!("cannot open a stream: {e}"),
             )
         }
@@ -209,7 +204,7 @@ async fn captured(shared: Arc<Shared>, tcp: TcpStream, source: Endpoint, _slot: 
             return refuse(
                 &shared,
                 tcp,
-                fields! {"src" => source.to_string(), "dst" => destination.to_string(), "peer" => peer.name},
+                with_peer.clone(),
                 &format!(
                     "peer {} allows no more concurrent streams (tunnel.maxStreams on the peer)",
                     peer.name
