@@ -120,8 +120,9 @@ describe('systemd/qmesh.service', () => {
   it('is Type=notify for the main process, reloads with SIGHUP and waits longer than the drain on stop', () => {
     expect(directive('Type')).toEqual(['notify']);
     expect(directive('NotifyAccess')).toEqual(['main']);
-    // Rules first (privileged, fails the reload on a bad config), then SIGHUP to the daemon.
-    expect(directive('ExecReload')).toEqual(['+/usr/local/bin/qmesh iptables apply --config /etc/qmesh/config.json', '/bin/kill -HUP $MAINPID']);
+    // A bad config fails the reload; otherwise SIGHUP, and the daemon applies the new rules itself.
+    expect(directive('ExecReload')).toEqual(['/usr/local/bin/qmesh check-config --config /etc/qmesh/config.json', '/bin/kill -HUP $MAINPID']);
+    expect(unit).not.toMatch(/QMESH_CAPTURE_APPLY_RULES=false/);
     expect(directive('RestrictAddressFamilies')[0]).toContain('AF_UNIX'); // the notify socket
     const stop = /^(\d+)s$/.exec(directive('TimeoutStopSec')[0] ?? '');
     expect(Number(stop?.[1]) * 1000).toBeGreaterThan(DRAIN_GRACE_MS);
