@@ -7,7 +7,7 @@
 // configs (and installs the new host), SIGHUP (what the role's reload handler sends) makes
 // the old daemons take the new peer (same processes), and all four hosts reach each other.
 // Last, certificates due for renewal are re-issued and the hosts reload onto them.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_PORT } from '../../daemon/demo/mesh.js';
 import { daemonOf, destroyMesh, startMesh, type HostInfo, type Mesh, type RunningDaemon } from '../support/e2e-mesh.js';
 import { FnServer, fnClient, waitFor } from '../support/fn-net.js';
+import { skipUnlessTool } from '../support/tools.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const ANSIBLE_DIR = path.join(REPO, 'ansible');
@@ -32,8 +33,7 @@ function handlersRun(out: string): Record<string, string[]> {
   }
   return runs;
 }
-const hasAnsible = spawnSync('sh', ['-c', 'command -v ansible-playbook']).status === 0;
-if (!hasAnsible) console.warn('test/e2e/ansible.test.ts skipped: ansible-playbook is not installed (apt-get install ansible)');
+const hasAnsible = !skipUnlessTool('ansible-playbook', 'ansible-core');
 
 let mesh: Mesh;
 let work: string;

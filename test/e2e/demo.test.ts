@@ -10,13 +10,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { cleanupStale } from '../../daemon/demo/topology.js';
-import { findProgram } from '../../daemon/demo/demo-wire.js';
+import { requireTool } from '../support/tools.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '../../dist/daemon/cli/main.js');
 const DEMO_MS = 90_000;
 /** Cleanup after a signal kills a few processes and deletes 7 namespaces: well under this. */
 const SIGNAL_EXIT_MS = 20_000;
-const TCPDUMP = findProgram('tcpdump');
+const TCPDUMP = requireTool('tcpdump', 'tcpdump');
 
 interface CliRun {
   code: number | null;
@@ -146,7 +146,7 @@ describe('qmesh demo', () => {
     }
   }, DEMO_MS + 10_000);
 
-  const setpriv = findProgram('setpriv');
+  const setpriv = requireTool('setpriv', 'util-linux');
   it.skipIf(!setpriv)('refuses in one line without root', async () => {
     const r = await runCli(['demo'], SIGNAL_EXIT_MS, undefined, [setpriv!, '--reuid=65534', '--regid=65534', '--clear-groups']);
     expect(r.code).not.toBe(0);

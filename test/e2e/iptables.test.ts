@@ -65,7 +65,7 @@ require('node:net').createServer((s) => s.end('captured ' + s.localAddress + ':'
   .listen(15001, '0.0.0.0', () => console.log('ready'));
 `;
 const client = async (ns: string, host: string, port: number) =>
-  JSON.parse(await inNs(ns, ['node', '-e', CLIENT, host, String(port)], 5000)) as { tcp: string; udp: string };
+  JSON.parse(await inNs(ns, [process.execPath, '-e', CLIENT, host, String(port)], 5000)) as { tcp: string; udp: string };
 
 describe('RuleManager in a network namespace', () => {
   const config = loadConfig(examplePath);
@@ -102,7 +102,7 @@ describe('RuleManager in a network namespace', () => {
       ['ip', 'route', 'add', 'default', 'via', '198.19.1.1'],
     ]) await inNs(FN, argv);
     before = await save();
-    server = spawn('ip', ['netns', 'exec', NS, 'node', '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+    server = spawn('ip', ['netns', 'exec', NS, process.execPath, '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
     await bounded(new Promise<void>((resolve) => server!.stdout!.once('data', () => resolve())), 'capture server start');
   }, 60_000);
 

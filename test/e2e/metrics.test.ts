@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_PORT } from '../../daemon/demo/mesh.js';
 import { destroyMesh, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { FnServer, fnClient, waitFor } from '../support/fn-net.js';
+import { skipUnlessTool } from '../support/tools.js';
 
 const RPC_PORT = 9100;
 const REQUEST_BYTES = 256 * 1024;
@@ -21,7 +22,6 @@ let mesh: Mesh;
 let h1: HostInfo;
 let h2: HostInfo;
 
-const hasCommand = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
 beforeAll(async () => {
   mesh = await startMesh({ hosts: 2, functionsPerHost: 1 });
@@ -83,13 +83,13 @@ describe('GET /metrics', () => {
     expect(value(a2, 'qmesh_inbound_accepted_total')).toBeGreaterThan(value(b2, 'qmesh_inbound_accepted_total') ?? 0);
   }, TEST_MS);
 
-  it.skipIf(!hasCommand('promtool'))('passes promtool check metrics on the live output', async () => {
+  it.skipIf(skipUnlessTool('promtool', 'prometheus'))('passes promtool check metrics on the live output', async () => {
     const r = spawnSync('promtool', ['check', 'metrics'], { input: await scrape(h1), timeout: 10_000, encoding: 'utf8' });
     expect(r.stdout + r.stderr).toBe('');
     expect(r.status).toBe(0);
   }, TEST_MS);
 
-  it.skipIf(!hasCommand('prometheus'))('is scraped by a real Prometheus server whose query API returns tunnel-up and byte counters', async () => {
+  it.skipIf(skipUnlessTool('prometheus', 'prometheus'))('is scraped by a real Prometheus server whose query API returns tunnel-up and byte counters', async () => {
     const dir = path.join(mesh.dir, 'prometheus');
     fs.mkdirSync(dir);
     const configFile = path.join(dir, 'prometheus.yml');

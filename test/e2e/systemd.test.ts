@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../../daemon/demo/mesh.js';
 import { destroyMesh, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { waitFor, withTimeout } from '../support/fn-net.js';
+import { skipUnlessTool } from '../support/tools.js';
 
 const UNIT = fileURLToPath(new URL('../../systemd/qmesh.service', import.meta.url));
 const TEST_MS = 30_000;
@@ -131,7 +132,7 @@ describe('systemd/qmesh.service', () => {
     expect(directive('CapabilityBoundingSet')).toEqual(['CAP_NET_ADMIN']);
   });
 
-  const analyze = spawnSync('sh', ['-c', 'command -v systemd-analyze']).status === 0;
+  const analyze = !skipUnlessTool('systemd-analyze', 'systemd');
 
   it.skipIf(!analyze)('passes systemd-analyze verify (with ExecStart= pointing at this build)', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmesh-unit-'));

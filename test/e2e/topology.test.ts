@@ -4,19 +4,19 @@
 // destroy(), cleanupStale() or Ctrl-C.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupStale, randomPrefix, Topology, TopologyError } from '../../daemon/demo/topology.js';
+import { requireTool } from '../support/tools.js';
 
 const STEP_MS = 10_000;
 const TEST_MS = 30_000;
 const ECHO_PORT = 7007;
 const NODE = process.execPath;
-const PING = ['/usr/bin/ping', '/bin/ping', '/usr/sbin/ping'].find((p) => existsSync(p));
+const PING = requireTool('ping', 'iputils-ping');
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -4,6 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { MetricsRegistry, type MetricsSample, type TunnelSample } from '../../daemon/admin/metrics.js';
+import { skipUnlessTool } from '../support/tools.js';
 
 const traffic = (n: number): TunnelSample['traffic'] => ({ streamsActive: 1, streamsTotal: n, bytesSent: 100 * n, bytesReceived: 200 * n, datagramsSent: n, datagramsReceived: n });
 
@@ -107,8 +108,7 @@ describe('metrics exposition', () => {
   });
 
   it('passes promtool check metrics (when Debian\'s prometheus package is installed)', async (ctx) => {
-    const which = spawnSync('sh', ['-c', 'command -v promtool']);
-    if (which.status !== 0) return ctx.skip();
+    if (skipUnlessTool('promtool', 'prometheus')) return ctx.skip();
     const text = await new MetricsRegistry(() => sample()).scrape();
     const r = spawnSync('promtool', ['check', 'metrics'], { input: text, timeout: 10_000, encoding: 'utf8' });
     expect(r.stdout + r.stderr).toBe('');

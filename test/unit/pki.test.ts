@@ -6,14 +6,15 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { initCa, issueHost, x509 } from '../../daemon/pki/index.js';
 import { checkPeerCertificate } from '../../daemon/identity/peer-identity.js';
 import { ErrorCodes, QmeshError } from '../../daemon/errors.js';
+import { skipUnlessTool } from '../support/tools.js';
 
 const TD = 'test.qmesh';
 const NOW = new Date('2030-06-01T12:00:00Z');
-const hasOpenssl = spawnSync('openssl', ['version']).status === 0;
+const hasOpenssl = !skipUnlessTool('openssl', 'openssl');
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'qmesh-pki-'));
 const mode = (path: string): number => statSync(path).mode & 0o777;
 const read = (path: string): string => readFileSync(path, 'utf8');
