@@ -46,6 +46,8 @@ export class Mesh {
   readonly daemons = new Map<string, RunningDaemon>();
   /** Extra node flags for daemons started from now on (e.g. --cpu-prof when profiling). */
   nodeArgs: string[] = [];
+  /** A command that execs the daemon, per host, for hosts started from now on (e.g. setpriv dropping root). */
+  wrapFor: (host: HostInfo) => string[] = () => [];
 
   private constructor(
     readonly topo: Topology,
@@ -109,7 +111,7 @@ export class Mesh {
 
   /** Starts `qmesh run` in the host's namespace and waits until /healthz says 200. */
   async startDaemon(host: HostInfo, timeoutMs = 10_000): Promise<RunningDaemon> {
-    const child = this.topo.spawn(host.ns, [process.execPath, ...this.nodeArgs, CLI, 'run', '--config', this.configPath(host)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = this.topo.spawn(host.ns, [...this.wrapFor(host), process.execPath, ...this.nodeArgs, CLI, 'run', '--config', this.configPath(host)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const log: string[] = [];
     const collect = (b: Buffer): void => {
       for (const line of b.toString().split('\n')) if (line) log.push(line);
