@@ -7,13 +7,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI } from '../../daemon/demo/mesh.js';
-import { daemonOf, destroyMesh, logOf, startDaemons, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
+import { CLI, sleep } from '../../daemon/demo/mesh.js';
+import { daemonOf, destroyMesh, logOf, startDaemons, startMesh, waitLog, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { FnServer, fnClient, waitFor } from '../support/fn-net.js';
 import { requireTool } from '../support/tools.js';
 
 const RPC_PORT = 9300;
 const TEST_MS = 45_000;
+/** Longer than the daemon's log flush (250 ms) and event pump (20 ms) together, with room. */
+const LOG_SETTLE_MS = 1_000;
 const NOBODY = 65534;
 /** CAP_NET_ADMIN is capability 12. */
 const NET_ADMIN_MASK = 1n << 12n;
@@ -90,11 +92,13 @@ describe('least privilege: the daemon as an unprivileged user with only CAP_NET_
 
   it('applied its own capture rules at start, carries traffic both ways, and sets SO_MARK without a warning', async () => {
     for (const h of [h1, h2]) {
-      expect(logOf(daemonOf(mesh, h)).some((e) => e.msg === 'iptables capture rules applied'), h.name).toBe(true);
+      // Logs reach stdout through a buffer flushed every 250 ms, so wait for the line.
+      await waitLog(daemonOf(mesh, h), (e) => e.msg === 'iptables capture rules applied', 5_000, 'rules applied');
       expect(await iptablesNat(h), h.name).toMatch(/-j REDIRECT --to-ports 15001/);
     }
     expect((await rpc(h1, h2)).error).toBeNull();
     expect((await rpc(h2, h1)).error).toBeNull();
+    await sleep(LOG_SETTLE_MS); // a warning would have been flushed by now
     for (const h of [h1, h2]) {
       expect(logOf(daemonOf(mesh, h)).filter((e) => /SO_MARK/.test(e.msg ?? '')), h.name).toEqual([]);
     }
@@ -121,9 +125,9 @@ describe('least privilege: the daemon as an unprivileged user with only CAP_NET_
     expect(err?.message).toMatch(/exited 1/);
     const d = daemonOf(mesh, h2);
     expect(await d.exited).toBe(1);
-    const stderrLines = d.log.filter((l) => l.startsWith('qmesh: '));
-    expect(stderrLines).toHaveLength(1);
-    expect(stderrLines[0]).toMatch(/^qmesh: QMESH_ERR_IPTABLES: .*Permission denied.*likely fix: run as root or with CAP_NET_ADMIN$/);
+    // 'exit' may come before the last of stderr: wait for the line.
+    const line = await waitFor(() => d.log.find((l) => l.startsWith('qmesh: ')), 5_000, 'the one stderr line');
+    expect(line).toMatch(/^qmesh: QMESH_ERR_IPTABLES: .*Permission denied.*likely fix: run as root or with CAP_NET_ADMIN$/);
   }, TEST_MS);
 
   it('without CAP_NET_ADMIN and with rules installed beforehand (capture.applyRules=false), delivers unmarked with one warning', async () => {
@@ -134,6 +138,8 @@ describe('least privilege: the daemon as an unprivileged user with only CAP_NET_
     await mesh.waitTunnelsUp(15_000);
     // h1 -> h2: h2's daemon delivers to its function from a socket without SO_MARK.
     for (let i = 0; i < 3; i++) expect((await rpc(h1, h2)).error).toBeNull();
+    await waitLog(daemonOf(mesh, h2), (e) => /SO_MARK/.test(e.msg ?? ''), 5_000, 'the SO_MARK warning');
+    await sleep(LOG_SETTLE_MS); // and no second one
     const warned = logOf(daemonOf(mesh, h2)).filter((e) => /SO_MARK/.test(e.msg ?? ''));
     expect(warned.map((e) => [e.level, e.msg])).toEqual([['warn', 'cannot set SO_MARK on delivery sockets; continuing unmarked']]);
     // Its outbound side is unaffected: captured connections leave through the tunnel.
