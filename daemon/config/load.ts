@@ -37,7 +37,7 @@ export interface Config {
     readonly addressValidation: string;
   };
   readonly drain: { readonly graceMs: number };
-  readonly capture: { readonly mark: number; readonly maxConnections: number; readonly maxConnectionsPerSource: number; readonly idleTimeoutMs: number; readonly applyRules: boolean };
+  readonly capture: { readonly mark: number; readonly maxConnections: number; readonly maxConnectionsPerSource: number; readonly idleTimeoutMs: number; readonly applyRules: boolean; readonly ruleCheckIntervalMs: number };
   readonly reload: { readonly watch: boolean; readonly debounceMs: number; readonly deniedConnections: 'close' | 'finish' };
 }
 

@@ -271,10 +271,16 @@ export const schema = {
       env: 'QMESH_CAPTURE_MAX_CONNECTIONS_PER_SOURCE',
     },
     applyRules: {
-      doc: '`qmesh run` installs the iptables rules itself at start (idempotent; they stay after exit so capture fails closed).',
+      doc: '`qmesh run` installs the iptables rules itself at start and on every reload, and puts them back when they drift (they stay after exit so capture fails closed). false: the operator applies them; a reload whose rules are not installed is then refused.',
       format: Boolean,
       default: true,
       env: 'QMESH_CAPTURE_APPLY_RULES',
+    },
+    ruleCheckIntervalMs: {
+      doc: 'How often the daemon looks for drift in its iptables rules (a deleted or moved jump, a changed chain); /healthz also looks when its last look is older than a second.',
+      format: positiveInt(1_000, 3_600_000),
+      default: 10_000,
+      env: 'QMESH_CAPTURE_RULE_CHECK_INTERVAL_MS',
     },
   },
 };

@@ -59,9 +59,10 @@ export class RuleManager {
         continue;
       }
       const bin = await this.binary(family);
-      if ((await this.familyDiff(bin, fam.chains)).length === 0) continue;
       const states = await this.readAll(bin, fam.chains);
-      await this.restore(bin, installTransaction(fam.chains, (t) => states.get(t)!));
+      // The cheap look first; only rules that look right there get the exact (-C per rule) comparison.
+      const differs = structuralDiff(bin, fam.chains, states).length > 0 || (await this.familyDiff(bin, fam.chains)).length > 0;
+      if (differs) await this.restore(bin, installTransaction(fam.chains, (t) => states.get(t)!));
     }
   }
 
@@ -80,24 +81,7 @@ export class RuleManager {
     const missing: string[] = [];
     for (const fam of this.rules.families) {
       const bin = await this.binary(fam.family);
-      const states = await this.readAll(bin, fam.chains);
-      for (const c of fam.chains) {
-        const state = states.get(c.table)!;
-        const where = `${bin} ${c.table} ${c.chain}`;
-        if (!state.chains.has(c.chain)) {
-          missing.push(`${where}: chain does not exist`);
-          continue;
-        }
-        const have = state.rulesOf(c.chain).map((r) => savedComment(r.tokens));
-        const want = c.rules.map(commentOf);
-        if (have.length !== want.length || have.some((h, i) => h !== want[i])) {
-          missing.push(`${where}: holds ${have.length} rules, expected ${want.length}${have.length === want.length ? ' (other rules or order)' : ''}`);
-        }
-        const jumps = jumpsInto(state, c);
-        if (jumps.length !== 1 || jumps[0]!.position !== 1 || savedComment(jumps[0]!.tokens) !== commentOf(c.jump)) {
-          missing.push(`${bin} ${c.table} ${c.builtin}: ${jumps.length === 0 ? `jump to ${c.chain} is missing` : `jump to ${c.chain} is not exactly once at the head`}`);
-        }
-      }
+      missing.push(...structuralDiff(bin, fam.chains, await this.readAll(bin, fam.chains)));
     }
     return { missing };
   }
@@ -211,6 +195,29 @@ export class RuleManager {
 }
 
 const FAMILIES: readonly Family[] = [4, 6];
+
+/** drift()'s comparison, on `-S` output already read: chains, rule comments in order, one jump at the head. */
+function structuralDiff(bin: string, chains: readonly ChainRules[], states: ReadonlyMap<TableName, TableState>): string[] {
+  const missing: string[] = [];
+  for (const c of chains) {
+    const state = states.get(c.table)!;
+    const where = `${bin} ${c.table} ${c.chain}`;
+    if (!state.chains.has(c.chain)) {
+      missing.push(`${where}: chain does not exist`, `${bin} ${c.table} ${c.builtin}: jump to ${c.chain} is missing`);
+      continue;
+    }
+    const have = state.rulesOf(c.chain).map((r) => savedComment(r.tokens));
+    const want = c.rules.map(commentOf);
+    if (have.length !== want.length || have.some((h, i) => h !== want[i])) {
+      missing.push(`${where}: holds ${have.length} rules, expected ${want.length}${have.length === want.length ? ' (other rules or order)' : ''}`);
+    }
+    const jumps = jumpsInto(state, c);
+    if (jumps.length !== 1 || jumps[0]!.position !== 1 || savedComment(jumps[0]!.tokens) !== commentOf(c.jump)) {
+      missing.push(`${bin} ${c.table} ${c.builtin}: ${jumps.length === 0 ? `jump to ${c.chain} is missing` : `jump to ${c.chain} is not exactly once at the head`}`);
+    }
+  }
+  return missing;
+}
 
 /** Rules of the built-in chain that jump into c.chain, in position order. */
 function jumpsInto(state: TableState, c: ChainRules): SavedRule[] {
