@@ -100,10 +100,16 @@ export const schema = {
       env: 'QMESH_LISTEN_CAPTURE',
     },
     admin: {
-      doc: 'TCP address:port of the admin HTTP listener (/healthz, /status); keep it on loopback.',
+      doc: 'TCP address:port of the admin HTTP listener (/healthz, /status, /metrics; no authentication): a loopback address unless listen.adminAllowNonLoopback.',
       format: wrap(parseHostPort),
       default: '127.0.0.1:15000',
       env: 'QMESH_LISTEN_ADMIN',
+    },
+    adminAllowNonLoopback: {
+      doc: 'true: listen.admin may be a non-loopback address (anyone who reaches it reads /status and /metrics). Set it only on purpose.',
+      format: Boolean,
+      default: false,
+      env: 'QMESH_LISTEN_ADMIN_ALLOW_NON_LOOPBACK',
     },
   },
   tls: {
@@ -223,6 +229,12 @@ export const schema = {
       format: positiveInt(0, 3_600_000),
       default: 30_000,
       env: 'QMESH_DRAIN_GRACE_MS',
+    },
+    stopTimeoutMs: {
+      doc: 'How long the service manager waits on stop before it kills the daemon: keep it equal to TimeoutStopSec of the systemd unit (45s). graceMs plus 5000 ms (closing tunnels, flushing logs) must fit in it.',
+      format: positiveInt(1000, 3_700_000),
+      default: 45_000,
+      env: 'QMESH_DRAIN_STOP_TIMEOUT_MS',
     },
   },
   reload: {
