@@ -183,6 +183,8 @@ describe('rule changes are atomic', () => {
     const withExtra: Config = { ...current, peers: current.peers.map((p) => (p.name === h1.name ? { ...p, cidrs: [...p.cidrs, Cidr.parse('203.0.113.0/24')] } : p)) };
     const managers = [new RuleManager(withExtra, { commandPrefix: ['ip', 'netns', 'exec', h2.ns] }), new RuleManager(current, { commandPrefix: ['ip', 'netns', 'exec', h2.ns] })];
     const wire = await WireCapture.start(mesh);
+    // In the sending function's namespace: a SYN seen twice was dropped once (a rule change left a gap).
+    const fnWire = await WireCapture.start(mesh, { ns: h2.functions[0]!.ns, iface: 'eth0', name: 'fn' });
     const marker = plaintextMarker('atomic');
     let applying = true;
     const rounds: any[] = [];
@@ -197,18 +199,34 @@ describe('rule changes are atomic', () => {
     applying = false;
     await load;
     await wire.stop();
+    await fnWire.stop();
+    const synRetransmits = await retransmittedSyns(fnWire);
     const summary = await wire.summarize(mesh.hosts.map((h) => h.underlayIp), 4433);
     expect(summary.tcp).toEqual([]);
     expect(wire.contains(marker)).toBe(false);
+    expect(fnWire.dropped).toBe(0);
+    expect(synRetransmits.length, `SYNs dropped by a gap: ${synRetransmits.slice(0, 5).join(", ")}`).toBe(0);
     const rpcs = rounds.filter((r) => r.rpc).map((r) => r.rpc);
     const many = rounds.filter((r) => r.many).map((r) => r.many);
     expect(rpcs.length).toBeGreaterThan(3);
     expect(rpcs.filter((r) => !rpcOk(r))).toEqual([]);
     expect(many.filter((r) => r.failed !== 0 || r.ok !== 10)).toEqual([]);
+    console.log(`FIGURE rules-atomic applies=100 connections=${many.length * 10 + rpcs.length} synRetransmits=${synRetransmits.length} underlayTcp=${summary.tcp.length}`);
     expect((await qmesh(h2, ['iptables', 'check'])).code).toBe(0);
   }, 120_000);
 });
 
+
+/** SYNs (no ACK) seen more than once with the same source port and sequence number: each was dropped at least once. */
+async function retransmittedSyns(cap: WireCapture): Promise<string[]> {
+  const r = spawnSync('tcpdump', ['-r', cap.file, '-nn', 'tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const seen = new Map<string, number>();
+  for (const line of r.stdout.split('\n')) {
+    const m = /IP (\S+) > (\S+): Flags \[S\], seq (\d+)/.exec(line);
+    if (m) seen.set(`${m[1]} > ${m[2]} seq ${m[3]}`, (seen.get(`${m[1]} > ${m[2]} seq ${m[3]}`) ?? 0) + 1);
+  }
+  return [...seen].filter(([, n]) => n > 1).map(([k, n]) => `${k} x${n}`);
+}
 
 describe('drift is noticed', () => {
   const jumpOf = async (h: HostInfo): Promise<string[]> => (await iptables(h, ['-t', 'nat', '-S', 'PREROUTING'])).split('\n').filter((l) => l.includes('-j QMESH_PREROUTING'));
