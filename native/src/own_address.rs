@@ -91,7 +91,8 @@ pub fn is_own(ip: IpAddr) -> io::Result<(bool, Method)> {
 
 thread_local! {
     /// One unbound UDP socket per family and thread: a failed bind leaves it unbound, so
-    /// the common case (a function address) costs one bind(), not socket+bind+close.
+    /// the common case (a function address) costs one bind(), not socket+bind+close. A socket
+    /// answers for the namespace it was made in: the daemon's threads all share the host's.
     static PROBES: RefCell<[Option<Socket>; 2]> = const { RefCell::new([None, None]) };
 }
 
