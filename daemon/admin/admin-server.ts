@@ -1,5 +1,6 @@
 // The admin HTTP listener (loopback by default): GET /healthz answers 200 once
-// config, certificates and the capture listener are ready (503 before), and
+// config, certificates and the capture listener are ready (503 before) and while
+// nothing makes the daemon unhealthy (503 naming it: drifted iptables rules), and
 // GET /status returns JSON with each peer's tunnel state and stream/byte counts,
 // and GET /metrics the Prometheus text exposition (metrics.ts).
 import http from 'node:http';
@@ -8,6 +9,8 @@ import type { Logger } from '../log.js';
 
 export interface AdminSources {
   ready(): boolean;
+  /** What makes a ready daemon unhealthy now (drifted iptables rules), one line each; /healthz answers 503 naming them. */
+  problems?(): Promise<string[]>;
   status(): unknown;
   /** The Prometheus exposition, sampled now (absent: /metrics answers 404). */
   metrics?(): Promise<{ contentType: string; body: string }>;
@@ -41,7 +44,15 @@ export class AdminServer {
       res.end(body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
-    if (url === '/healthz') return this.sources.ready() ? send(200, 'ok\n') : send(503, 'starting\n');
+    if (url === '/healthz') {
+      if (!this.sources.ready()) return send(503, 'starting\n');
+      const problems = this.sources.problems?.() ?? Promise.resolve([]);
+      problems.then(
+        (list) => (list.length === 0 ? send(200, 'ok\n') : send(503, `unhealthy:\n${list.map((p) => `  ${p}\n`).join('')}`)),
+        (err: unknown) => send(503, `unhealthy: ${String(err)}\n`),
+      );
+      return;
+    }
     if (url === '/status') return send(200, JSON.stringify(this.sources.status(), null, 2) + '\n', 'application/json');
     if (url === '/metrics' && this.sources.metrics) {
       this.sources.metrics().then(

@@ -31,5 +31,6 @@ export function sampleDaemon(d: Daemon): MetricsSample {
     capture: stats ? stats.capture : null,
     inbound: stats ? stats.inbound : null,
     quic: stats ? stats.quic : null,
+    rules: d.rulesHealth(),
   };
 }

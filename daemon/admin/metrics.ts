@@ -34,6 +34,8 @@ export interface MetricsSample {
   readonly capture: { readonly accepted: number; readonly refused: number; readonly deniedByPolicy?: number; readonly limitHits?: number; readonly idleTimeouts?: number; readonly closedByPolicy?: number; readonly active: number } | null;
   readonly inbound: { readonly accepted: number; readonly denied: number; readonly deniedByPolicy?: number; readonly connectFailed: number; readonly idleTimeouts?: number; readonly closedByPolicy?: number; readonly active: number } | null;
   readonly quic: { readonly droppedDatagrams: number; readonly refusedHandshakes: number } | null;
+  /** The iptables rules' health (iptables/rule-watch.ts); null when the daemon does not watch them. */
+  readonly rules: { readonly ok: boolean; readonly drifts: number; readonly repairs: number; readonly checkErrors: number } | null;
 }
 
 type TunnelLabels = 'peer' | 'tunnel';
@@ -97,6 +99,10 @@ export class MetricsRegistry {
     this.counter('inbound_connect_failed_total', 'Inbound streams whose TCP connect to the local destination failed.', [], (s) => [[{}, s.inbound?.connectFailed]]);
     this.gauge('inbound_connections_active', 'Inbound streams being delivered now.', [], (s) => [[{}, s.inbound?.active]]);
     this.counter('quic_dropped_datagrams_total', 'Connection attempts dropped before any state: not from a configured peer, or not accepted by QUIC.', [], (s) => [[{}, s.quic?.droppedDatagrams]]);
+    this.gauge('iptables_rules_ok', 'Whether the iptables capture and fail-closed rules were in place at the last look (1) or missing or unreadable (0).', [], (s) => [[{}, s.rules ? (s.rules.ok ? 1 : 0) : null]]);
+    this.counter('iptables_drift_total', 'Looks (every capture.ruleCheckIntervalMs, and at /healthz) that found the iptables rules drifted from the configuration.', [], (s) => [[{}, s.rules?.drifts]]);
+    this.counter('iptables_repairs_total', 'Times drifted iptables rules were put back (capture.applyRules).', [], (s) => [[{}, s.rules?.repairs]]);
+    this.counter('iptables_check_errors_total', 'Looks that could not read the iptables rules.', [], (s) => [[{}, s.rules?.checkErrors]]);
     this.counter('quic_refused_handshakes_total', 'Handshakes the QUIC listener refused (peer identity, limits).', [], (s) => [[{}, s.quic?.refusedHandshakes]]);
   }
 

@@ -17,6 +17,7 @@ export interface StatusDocument {
   }>;
   capture: { accepted: number; refused: number; deniedByPolicy?: number; active: number } | null;
   inbound: { accepted: number; denied: number; deniedByPolicy?: number; connectFailed: number; active: number } | null;
+  rules?: { ok: boolean; missing: string[]; error: string | null } | null;
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -49,6 +50,9 @@ export function renderStatus(s: StatusDocument): string {
   const byPolicy = (n: number | undefined): string => (n === undefined ? '' : `, ${n} denied by policy`);
   if (s.capture) lines.push(`capture: ${s.capture.accepted} accepted, ${s.capture.refused} refused${byPolicy(s.capture.deniedByPolicy)}, ${s.capture.active} open`);
   if (s.inbound) lines.push(`inbound: ${s.inbound.accepted} delivered, ${s.inbound.denied} denied${byPolicy(s.inbound.deniedByPolicy)}, ${s.inbound.connectFailed} connect failed, ${s.inbound.active} open`);
+  if (s.rules && !s.rules.ok) {
+    lines.push(`WARNING: iptables rules ${s.rules.error ? `cannot be read: ${s.rules.error}` : `drifted: ${s.rules.missing.join('; ')}`}`);
+  }
   if (s.certificate?.expiringSoon) {
     const left = s.certificate.expiresInSeconds;
     lines.push(left > 0 ? `WARNING: own certificate expires in ${formatDuration(left)}: issue and deploy a new one` : 'WARNING: own certificate has EXPIRED');

@@ -57,5 +57,13 @@ export function buildStatus(d: Daemon): unknown {
     inbound: stats ? { ...stats.inbound } : null,
     // Connections held (handshaking or up) and what the listener refused: what an Initial flood would grow.
     quic: stats ? { ...stats.quic } : null,
+    rules: rulesOf(d),
   };
+}
+
+/** The iptables rules as of the last drift look (iptables/rule-watch.ts). */
+function rulesOf(d: Daemon): unknown {
+  const h = d.rulesHealth();
+  if (!h) return null;
+  return { ok: h.ok, missing: h.missing, error: h.error, checkedAt: h.checkedAt?.toISOString() ?? null, drifts: h.drifts, repairs: h.repairs, checkErrors: h.checkErrors };
 }

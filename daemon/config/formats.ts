@@ -19,6 +19,9 @@ export function parsePort(value: unknown): number {
 export function parseHostPort(value: unknown): HostPort {
   const expected = 'must be "address:port" with a literal IP, e.g. "198.18.0.1:4433" or "[fd00::1]:4433"';
   if (typeof value !== 'string') throw new Error(`${expected} (got ${JSON.stringify(value)})`);
+  if (value.includes('%')) {
+    throw new Error(`has an IPv6 zone (got ${JSON.stringify(value)}): zones (%<interface>) are not supported; use an address that is not link-local, e.g. "[fd00::1]:4433"`);
+  }
   const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(value) ?? /^([0-9.]+):(\d+)$/.exec(value);
   if (!m) throw new Error(`${expected} (got ${JSON.stringify(value)})`);
   let ip: IpAddress;

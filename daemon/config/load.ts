@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCodes, QmeshError } from '../errors.js';
+import { checkDangerous } from './dangerous.js';
 import { Cidr, IpAddress } from '../policy/cidr.js';
 import type { Policy } from '../policy/policy.js';
 import { parseHostPort, type HostPort } from './formats.js';
@@ -19,7 +20,7 @@ export interface PeerConfig {
 export interface Config {
   readonly file: string;
   readonly node: { readonly name: string };
-  readonly listen: { readonly quic: HostPort; readonly capture: number; readonly admin: HostPort };
+  readonly listen: { readonly quic: HostPort; readonly capture: number; readonly admin: HostPort; readonly adminAllowNonLoopback: boolean };
   readonly tls: { readonly ca: string; readonly cert: string; readonly key: string; readonly trustDomain: string };
   readonly local: { readonly cidrs: readonly Cidr[] };
   readonly peers: readonly PeerConfig[];
@@ -36,8 +37,8 @@ export interface Config {
     readonly congestionControl: string;
     readonly addressValidation: string;
   };
-  readonly drain: { readonly graceMs: number };
-  readonly capture: { readonly mark: number; readonly maxConnections: number; readonly maxConnectionsPerSource: number; readonly idleTimeoutMs: number; readonly applyRules: boolean };
+  readonly drain: { readonly graceMs: number; readonly stopTimeoutMs: number };
+  readonly capture: { readonly mark: number; readonly maxConnections: number; readonly maxConnectionsPerSource: number; readonly idleTimeoutMs: number; readonly applyRules: boolean; readonly ruleCheckIntervalMs: number };
   readonly reload: { readonly watch: boolean; readonly debounceMs: number; readonly deniedConnections: 'close' | 'finish' };
 }
 
@@ -94,7 +95,12 @@ export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = 
   const config: Config = {
     file,
     node: { name: v.node.name },
-    listen: { quic: parseHostPort(v.listen.quic), capture: v.listen.capture, admin: parseHostPort(v.listen.admin) },
+    listen: {
+      quic: parseHostPort(v.listen.quic),
+      capture: v.listen.capture,
+      admin: parseHostPort(v.listen.admin),
+      adminAllowNonLoopback: v.listen.adminAllowNonLoopback,
+    },
     tls: { ca: resolve(v.tls.ca), cert: resolve(v.tls.cert), key: resolve(v.tls.key), trustDomain: v.tls.trustDomain },
     local: { cidrs: local },
     peers,
@@ -113,13 +119,12 @@ function checkInvariants(c: Config): void {
   const f = c.file;
   if (c.tls.cert === '') fail(f, 'tls.cert: must name this host\'s certificate file (from `qmesh pki issue`)');
   if (c.tls.key === '') fail(f, 'tls.key: must name this host\'s private key file');
+  // First, so a CIDR such as 0.0.0.0/0 is named for what it is rather than as an overlap.
+  checkDangerous(c, (message) => fail(f, message));
   const names = new Set<string>([c.node.name]);
   c.peers.forEach((p, i) => {
     if (names.has(p.name)) fail(f, `peers[${i}].name: "${p.name}" is used twice (or is this node's own name)`);
     names.add(p.name);
-    if (p.endpoint.host === c.listen.quic.host && p.endpoint.port === c.listen.quic.port) {
-      fail(f, `peers[${i}].endpoint: equals listen.quic; a host is not its own peer`);
-    }
   });
   const owned: Array<{ cidr: Cidr; owner: string }> = c.local.cidrs.map((cidr) => ({ cidr, owner: 'local.cidrs' }));
   c.peers.forEach((p, i) => p.cidrs.forEach((cidr) => owned.push({ cidr, owner: `peers[${i}].cidrs` })));

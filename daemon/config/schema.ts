@@ -100,10 +100,16 @@ export const schema = {
       env: 'QMESH_LISTEN_CAPTURE',
     },
     admin: {
-      doc: 'TCP address:port of the admin HTTP listener (/healthz, /status); keep it on loopback.',
+      doc: 'TCP address:port of the admin HTTP listener (/healthz, /status, /metrics; no authentication): a loopback address unless listen.adminAllowNonLoopback.',
       format: wrap(parseHostPort),
       default: '127.0.0.1:15000',
       env: 'QMESH_LISTEN_ADMIN',
+    },
+    adminAllowNonLoopback: {
+      doc: 'true: listen.admin may be a non-loopback address (anyone who reaches it reads /status and /metrics). Set it only on purpose.',
+      format: Boolean,
+      default: false,
+      env: 'QMESH_LISTEN_ADMIN_ALLOW_NON_LOOPBACK',
     },
   },
   tls: {
@@ -224,6 +230,12 @@ export const schema = {
       default: 30_000,
       env: 'QMESH_DRAIN_GRACE_MS',
     },
+    stopTimeoutMs: {
+      doc: 'How long the service manager waits on stop before it kills the daemon: keep it equal to TimeoutStopSec of the systemd unit (45s). graceMs plus 5000 ms (closing tunnels, flushing logs) must fit in it.',
+      format: positiveInt(1000, 3_700_000),
+      default: 45_000,
+      env: 'QMESH_DRAIN_STOP_TIMEOUT_MS',
+    },
   },
   reload: {
     watch: {
@@ -271,10 +283,16 @@ export const schema = {
       env: 'QMESH_CAPTURE_MAX_CONNECTIONS_PER_SOURCE',
     },
     applyRules: {
-      doc: '`qmesh run` installs the iptables rules itself at start (idempotent; they stay after exit so capture fails closed).',
+      doc: '`qmesh run` installs the iptables rules itself at start and on every reload, and puts them back when they drift (they stay after exit so capture fails closed). false: the operator applies them; a reload whose rules are not installed is then refused.',
       format: Boolean,
       default: true,
       env: 'QMESH_CAPTURE_APPLY_RULES',
+    },
+    ruleCheckIntervalMs: {
+      doc: 'How often the daemon looks for drift in its iptables rules (a deleted or moved jump, a changed chain); /healthz also looks when its last look is older than a second.',
+      format: positiveInt(1_000, 3_600_000),
+      default: 10_000,
+      env: 'QMESH_CAPTURE_RULE_CHECK_INTERVAL_MS',
     },
   },
 };

@@ -12,6 +12,7 @@ export interface Snapshot {
   readonly trustDomain: string;
   readonly listenQuic: string;
   readonly capturePort: number;
+  readonly adminPort: number;
   readonly mark: number;
   readonly localCidrs: readonly string[];
   readonly peers: ReadonlyArray<{ readonly name: string; readonly endpoint: string; readonly cidrs: readonly string[] }>;

@@ -15,6 +15,7 @@ export function buildSnapshot(config: Config, credentials: Credentials): Snapsho
     trustDomain: config.tls.trustDomain,
     listenQuic: formatHostPort(config.listen.quic),
     capturePort: config.listen.capture,
+    adminPort: config.listen.admin.port,
     mark: config.capture.mark,
     localCidrs: config.local.cidrs.map(String),
     peers: config.peers.map((p) => ({ name: p.name, endpoint: formatHostPort(p.endpoint), cidrs: p.cidrs.map(String) })),

@@ -46,8 +46,6 @@ export class Mesh {
   readonly daemons = new Map<string, RunningDaemon>();
   /** Extra node flags for daemons started from now on (e.g. --cpu-prof when profiling). */
   nodeArgs: string[] = [];
-  /** A command that execs the daemon, per host, for hosts started from now on (e.g. setpriv dropping root). */
-  wrapFor: (host: HostInfo) => string[] = () => [];
 
   private constructor(
     readonly topo: Topology,
@@ -109,9 +107,14 @@ export class Mesh {
     fs.writeFileSync(this.configPath(host), JSON.stringify(base, null, 2));
   }
 
-  /** Starts `qmesh run` in the host's namespace and waits until /healthz says 200. */
-  async startDaemon(host: HostInfo, timeoutMs = 10_000): Promise<RunningDaemon> {
-    const child = this.topo.spawn(host.ns, [...this.wrapFor(host), process.execPath, ...this.nodeArgs, CLI, 'run', '--config', this.configPath(host)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /**
+   * Starts `qmesh run` in the host's namespace and waits until /healthz says 200.
+   * `as`: argv put in front of node (e.g. setpriv dropping to the unit's user and
+   * capabilities) and extra environment, as a service manager would run it.
+   */
+  async startDaemon(host: HostInfo, timeoutMs = 10_000, as: { wrap?: readonly string[]; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
+    const argv = [...(as.wrap ?? []), process.execPath, ...this.nodeArgs, CLI, 'run', '--config', this.configPath(host)];
+    const child = this.topo.spawn(host.ns, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...(as.env ? { env: { ...process.env, ...as.env } } : {}) });
     const log: string[] = [];
     const collect = (b: Buffer): void => {
       for (const line of b.toString().split('\n')) if (line) log.push(line);

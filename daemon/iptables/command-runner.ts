@@ -12,8 +12,8 @@ export interface CommandResult {
 }
 
 export interface CommandRunner {
-  /** Runs argv[0] with argv[1..]; resolves with the result even when the exit code is non-zero. */
-  run(argv: readonly string[]): Promise<CommandResult>;
+  /** Runs argv[0] with argv[1..], `input` on its stdin; resolves with the result even when the exit code is non-zero. */
+  run(argv: readonly string[], input?: string): Promise<CommandResult>;
 }
 
 /** A bounded command never hangs the daemon's start-up; iptables itself waits at most LOCK_WAIT_SECONDS. */
@@ -26,12 +26,12 @@ export class ExecFileRunner implements CommandRunner {
     private readonly timeoutMs: number = DEFAULT_TIMEOUT_MS,
   ) {}
 
-  run(argv: readonly string[]): Promise<CommandResult> {
+  run(argv: readonly string[], input?: string): Promise<CommandResult> {
     const full = [...this.prefix, ...argv];
     const [file, ...args] = full;
     if (file === undefined) return Promise.reject(new Error('ExecFileRunner.run: empty argv'));
     return new Promise((resolve) => {
-      execFile(file, args, { timeout: this.timeoutMs, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
+      const child = execFile(file, args, { timeout: this.timeoutMs, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
         if (!err) return resolve({ code: 0, stdout, stderr });
         const e = err as NodeJS.ErrnoException & { code?: number | string; killed?: boolean };
         if (e.code === 'ENOENT') return resolve({ code: 127, stdout, stderr: `${file}: command not found` });
@@ -39,6 +39,9 @@ export class ExecFileRunner implements CommandRunner {
         const why = e.killed ? `killed after ${this.timeoutMs} ms` : e.message;
         resolve({ code: -1, stdout, stderr: `${stderr}${stderr ? '\n' : ''}${why}` });
       });
+      // A program that exits before reading all of its input (a bad line) must not crash the daemon with EPIPE.
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(input ?? '');
     });
   }
 }
@@ -64,6 +67,9 @@ export function likelyFix(result: CommandResult): string {
   if (/Couldn't load|No chain\/target\/match|Extension .* revision|Protocol not supported/i.test(err)) {
     return 'the kernel lacks a netfilter module (nat REDIRECT, conntrack, comment or mark); load it with modprobe or use a kernel that has it';
   }
+  if (/Bad rule|does a matching rule exist|Chain '.*' does not exist/i.test(err)) {
+    return 'the rules changed while qmesh was writing them (another program edits iptables); apply again';
+  }
   if (/incompatible/i.test(err)) return 'the table holds nftables rules iptables cannot read; inspect with `nft list ruleset`';
   if (result.code === -1) return 'the command did not finish; check the xtables lock and system load';
   return 'run as root or with CAP_NET_ADMIN, and check that the iptables backend matches the host';
@@ -78,9 +84,9 @@ export function commandFailed(argv: readonly string[], result: CommandResult): n
   );
 }
 
-/** Runs argv and returns stdout, or throws commandFailed. */
-export async function runOrThrow(runner: CommandRunner, argv: readonly string[]): Promise<string> {
-  const result = await runner.run(argv);
+/** Runs argv (with `input` on stdin) and returns stdout, or throws commandFailed. */
+export async function runOrThrow(runner: CommandRunner, argv: readonly string[], input?: string): Promise<string> {
+  const result = await runner.run(argv, input);
   if (result.code !== 0) commandFailed(argv, result);
   return result.stdout;
 }

@@ -23,6 +23,7 @@ export const cmd = {
   checkRule: (bin: string, c: ChainRules, spec: readonly string[]): string[] => [...base(bin, c.table), '-C', c.chain, ...spec],
   checkJump: (bin: string, c: ChainRules): string[] => [...base(bin, c.table), '-C', c.builtin, ...c.jump],
   insertJump: (bin: string, c: ChainRules): string[] => [...base(bin, c.table), '-I', c.builtin, '1', ...c.jump],
+  restore: (restoreBin: string): string[] => [restoreBin, '-w', String(LOCK_WAIT_SECONDS), '--noflush'],
   deleteRule: (bin: string, table: TableName, chain: string, spec: readonly string[]): string[] => [
     ...base(bin, table), '-D', chain, ...spec,
   ],

@@ -1,12 +1,15 @@
 // Installs, verifies and removes the rules rules.ts builds, with the iptables
-// binaries of one backend (backend.ts) through a CommandRunner. main.ts calls
-// apply() last at start (capture after delivery); the CLI offers print/check/remove.
+// binaries of one backend (backend.ts) through a CommandRunner: every change is
+// one iptables-restore transaction per family (restore.ts). The daemon applies at
+// start and on reload and looks for drift on a timer (daemon.ts, rule-watch.ts);
+// the CLI offers print/check/apply/remove.
 import type { Config } from '../config/load.js';
 import type { Family } from '../policy/cidr.js';
 import { binaryName, detectBackend, resolveBinary, type Backend } from './backend.js';
 import { commandFailed, ExecFileRunner, formatCommand, runOrThrow, type CommandRunner } from './command-runner.js';
+import { installTransaction, removeTransaction, restoreBinary } from './restore.js';
 import { cmd, renderScript } from './commands.js';
-import { buildRules, commentOf, type ChainRules, type RuleSet, type TableName } from './rules.js';
+import { buildRules, commentOf, QMESH_CHAINS, type ChainRules, type RuleSet, type TableName } from './rules.js';
 import { parseTableState, savedComment, targetOf, type SavedRule, type TableState } from './table-state.js';
 
 export interface RuleManagerOptions {
@@ -41,69 +44,101 @@ export class RuleManager {
     return this.backendChosen;
   }
 
-  /** Creates missing chains, refills chains that differ, and leaves each jump once at the head of its built-in chain. */
+  /**
+   * Brings the host's rules in line with the config, each family in one
+   * `iptables-restore --noflush` transaction (restore.ts): chains refilled and
+   * jumps put back at the head without a moment when capture or the fail-closed
+   * drops are missing. A family the config no longer uses loses its chains.
+   * Rules that already match exactly are left untouched.
+   */
   async apply(): Promise<void> {
-    for (const fam of this.rules.families) {
-      const bin = await this.binary(fam.family);
-      for (const table of tablesOf(fam.chains)) {
-        const state = await this.read(bin, table);
-        for (const c of fam.chains.filter((x) => x.table === table)) {
-          if (!state.chains.has(c.chain)) {
-            await runOrThrow(this.runner, cmd.create(bin, c));
-          } else if ((await this.chainDiff(bin, c, state)).length === 0) {
-            continue; // already exact: no flush, so no moment without the rules
-          } else {
-            await runOrThrow(this.runner, cmd.flush(bin, c.table, c.chain));
-          }
-          for (const spec of c.rules) await runOrThrow(this.runner, cmd.append(bin, c, spec));
-        }
+    for (const family of FAMILIES) {
+      const fam = this.rules.families.find((f) => f.family === family);
+      if (fam === undefined) {
+        await this.removeFamily(family, false);
+        continue;
       }
-      for (const table of tablesOf(fam.chains)) {
-        const state = await this.read(bin, table);
-        for (const c of fam.chains.filter((x) => x.table === table)) await this.ensureJump(bin, c, state);
-      }
+      const bin = await this.binary(family);
+      const states = await this.readAll(bin, fam.chains);
+      // The cheap look first; only rules that look right there get the exact (-C per rule) comparison.
+      const differs = structuralDiff(bin, fam.chains, states).length > 0 || (await this.familyDiff(bin, fam.chains)).length > 0;
+      if (differs) await this.restore(bin, installTransaction(fam.chains, (t) => states.get(t)!));
     }
   }
 
-  /** Deletes every jump into the qmesh chains, then flushes and deletes the chains; a no-op when nothing is installed. */
+  /** Deletes every jump into the qmesh chains, then the chains, for both families; a no-op when nothing is installed. */
   async remove(): Promise<void> {
-    for (const fam of this.rules.families) {
-      const bin = await this.binary(fam.family);
-      for (const table of tablesOf(fam.chains)) {
-        const state = await this.read(bin, table);
-        const chains = fam.chains.filter((x) => x.table === table);
-        for (const c of chains) {
-          for (const copy of jumpsInto(state, c)) {
-            await runOrThrow(this.runner, cmd.deleteRule(bin, table, c.builtin, copy.tokens));
-          }
-        }
-        for (const c of chains.filter((x) => state.chains.has(x.chain))) {
-          await runOrThrow(this.runner, cmd.flush(bin, table, c.chain));
-          await runOrThrow(this.runner, cmd.destroy(bin, table, c.chain));
-        }
-      }
-    }
+    for (const family of FAMILIES) await this.removeFamily(family, this.rules.families.some((f) => f.family === family));
   }
 
-  /** Compares the installed rules with the expected ones, without changing anything. */
-  async check(): Promise<CheckResult> {
+  /**
+   * A cheap look for drift, made on a timer: one `-S` per table. Sees a missing
+   * chain, a missing, duplicated or displaced jump, and a chain whose rules are
+   * not the expected ones in the expected order (seen through their comments).
+   * check() is the exact comparison.
+   */
+  async drift(): Promise<CheckResult> {
     const missing: string[] = [];
     for (const fam of this.rules.families) {
       const bin = await this.binary(fam.family);
-      for (const table of tablesOf(fam.chains)) {
-        const state = await this.read(bin, table);
-        for (const c of fam.chains.filter((x) => x.table === table)) {
-          const where = `${bin} ${table} ${c.chain}`;
-          if (!state.chains.has(c.chain)) {
-            missing.push(`${where}: chain does not exist`, `${bin} ${table} ${c.builtin}: jump to ${c.chain} is missing`);
-            continue;
-          }
-          missing.push(...(await this.chainDiff(bin, c, state)).map((d) => `${where}: ${d}`));
-          missing.push(...(await this.jumpDiff(bin, c, state)).map((d) => `${bin} ${table} ${c.builtin}: ${d}`));
-        }
-      }
+      missing.push(...structuralDiff(bin, fam.chains, await this.readAll(bin, fam.chains)));
     }
     return { missing };
+  }
+
+  /** Compares the installed rules with the expected ones exactly, without changing anything. */
+  async check(): Promise<CheckResult> {
+    const missing: string[] = [];
+    for (const fam of this.rules.families) missing.push(...(await this.familyDiff(await this.binary(fam.family), fam.chains)));
+    return { missing };
+  }
+
+  /** Every difference between the installed rules of one family and the expected ones (`-S`, then `-C` per rule). */
+  private async familyDiff(bin: string, chains: readonly ChainRules[]): Promise<string[]> {
+    const missing: string[] = [];
+    const states = await this.readAll(bin, chains);
+    for (const c of chains) {
+      const state = states.get(c.table)!;
+      const where = `${bin} ${c.table} ${c.chain}`;
+      if (!state.chains.has(c.chain)) {
+        missing.push(`${where}: chain does not exist`, `${bin} ${c.table} ${c.builtin}: jump to ${c.chain} is missing`);
+        continue;
+      }
+      missing.push(...(await this.chainDiff(bin, c, state)).map((d) => `${where}: ${d}`));
+      missing.push(...(await this.jumpDiff(bin, c, state)).map((d) => `${bin} ${c.table} ${c.builtin}: ${d}`));
+    }
+    return missing;
+  }
+
+  /** Removes the qmesh chains of one family in one transaction. `required`: the family is configured, so its binary must exist. */
+  private async removeFamily(family: Family, required: boolean): Promise<void> {
+    let bin: string;
+    try {
+      bin = await this.binary(family);
+    } catch (err) {
+      if (required) throw err;
+      return; // no binary for a family the config does not use: nothing of ours can be installed there
+    }
+    const states = await this.readAll(bin, QMESH_CHAINS);
+    const script = removeTransaction(QMESH_CHAINS, (t) => states.get(t)!);
+    if (script !== '') await this.restore(bin, script);
+  }
+
+  /** `-S` of every table the chains live in. */
+  private async readAll(bin: string, chains: ReadonlyArray<{ table: TableName }>): Promise<Map<TableName, TableState>> {
+    const states = new Map<TableName, TableState>();
+    for (const c of chains) if (!states.has(c.table)) states.set(c.table, await this.read(bin, c.table));
+    return states;
+  }
+
+  /** Runs one transaction; a failure names the line iptables-restore stopped at. */
+  private async restore(bin: string, script: string): Promise<void> {
+    const argv = cmd.restore(restoreBinary(bin));
+    const result = await this.runner.run(argv, script);
+    if (result.code === 0) return;
+    const at = /line:?\s*(\d+)/i.exec(result.stderr);
+    const bad = at ? script.split('\n')[Number(at[1]) - 1] : undefined;
+    commandFailed(argv, bad === undefined ? result : { ...result, stderr: `${result.stderr.trim()} (input line: ${bad})` });
   }
 
   /** The commands apply() runs, as a sh script; see commands.ts for the format. */
@@ -157,23 +192,31 @@ export class RuleManager {
     return [];
   }
 
-  /**
-   * A missing jump is inserted before stale copies are deleted (no gap). Only
-   * a duplicated or displaced exact jump is deleted and re-inserted, leaving a
-   * moment without it; that happens when something else rewrote the chain.
-   */
-  private async ensureJump(bin: string, c: ChainRules, state: TableState): Promise<void> {
-    if ((await this.jumpDiff(bin, c, state)).length === 0) return;
-    const copies = jumpsInto(state, c);
-    const present = await this.exists(cmd.checkJump(bin, c));
-    if (!present) await runOrThrow(this.runner, cmd.insertJump(bin, c));
-    for (const copy of copies) await runOrThrow(this.runner, cmd.deleteRule(bin, c.table, c.builtin, copy.tokens));
-    if (present) await runOrThrow(this.runner, cmd.insertJump(bin, c));
-  }
 }
 
-function tablesOf(chains: readonly ChainRules[]): TableName[] {
-  return [...new Set(chains.map((c) => c.table))];
+const FAMILIES: readonly Family[] = [4, 6];
+
+/** drift()'s comparison, on `-S` output already read: chains, rule comments in order, one jump at the head. */
+function structuralDiff(bin: string, chains: readonly ChainRules[], states: ReadonlyMap<TableName, TableState>): string[] {
+  const missing: string[] = [];
+  for (const c of chains) {
+    const state = states.get(c.table)!;
+    const where = `${bin} ${c.table} ${c.chain}`;
+    if (!state.chains.has(c.chain)) {
+      missing.push(`${where}: chain does not exist`, `${bin} ${c.table} ${c.builtin}: jump to ${c.chain} is missing`);
+      continue;
+    }
+    const have = state.rulesOf(c.chain).map((r) => savedComment(r.tokens));
+    const want = c.rules.map(commentOf);
+    if (have.length !== want.length || have.some((h, i) => h !== want[i])) {
+      missing.push(`${where}: holds ${have.length} rules, expected ${want.length}${have.length === want.length ? ' (other rules or order)' : ''}`);
+    }
+    const jumps = jumpsInto(state, c);
+    if (jumps.length !== 1 || jumps[0]!.position !== 1 || savedComment(jumps[0]!.tokens) !== commentOf(c.jump)) {
+      missing.push(`${bin} ${c.table} ${c.builtin}: ${jumps.length === 0 ? `jump to ${c.chain} is missing` : `jump to ${c.chain} is not exactly once at the head`}`);
+    }
+  }
+  return missing;
 }
 
 /** Rules of the built-in chain that jump into c.chain, in position order. */

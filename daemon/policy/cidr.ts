@@ -22,6 +22,10 @@ export class Cidr {
     if (typeof text !== 'string' || !text.includes('/')) {
       throw new Error(`must be a CIDR such as "198.19.1.0/24" (got ${JSON.stringify(text)})`);
     }
+    // ip-address accepts "fe80::%eth0/64" and drops the zone; a zone in a config would then be ignored silently.
+    if (text.includes('%')) {
+      throw new Error(`has an IPv6 zone (${JSON.stringify(text)}): zones (%<interface>) are not supported; write the CIDR without one`);
+    }
     const family: Family = text.includes(':') ? 6 : 4;
     let addr: Address4 | Address6;
     try {

@@ -1,7 +1,8 @@
 //! Step 5, deliver: the receiving end of a tunnel stream. Reads the stream header (reset
 //! if it does not arrive whole in time), refuses a destination outside local.cidrs (never
-//! an open relay), a claimed source the sending peer does not own, and a flow the policy
-//! denies; then connects to the destination with the daemon's SO_MARK and starts the pipe.
+//! an open relay) or belonging to this host itself (own_address.rs: its addresses, loopback,
+//! the daemon's ports), a claimed source the sending peer does not own, and a flow the
+//! policy denies; then connects to the destination with the daemon's SO_MARK and starts the pipe.
 use crate::capture::report;
 use crate::events::Level;
 use crate::flow::{self, FlowCtl};
@@ -11,7 +12,7 @@ use crate::policy::{Action, PolicyFlow};
 use crate::registry::{Direction, FlowEntry};
 use crate::snapshot::Peer;
 use crate::tunnel::{FlowOnTunnel, Tunnel};
-use crate::{app_error, fields, sockopt, stats};
+use crate::{app_error, fields, own_address, sockopt, stats};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static MARK_WARNED: AtomicBool = AtomicBool::new(false);
+static NONLOCAL_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Reads the header, or fails if it is not whole within `within` (a peer must not hold a
 /// stream, and its task, open for free).
@@ -101,6 +103,20 @@ pub async fn deliver(
             f,
             "destination outside local.cidrs",
         );
+    }
+    // local.cidrs holds the host's bridge gateway too: delivery must never reach the host itself.
+    let (own, method) = own_address::refusal(h.destination, snap.admin_port, snap.capture_port);
+    if method == Some(own_address::Method::Interfaces) && !NONLOCAL_WARNED.swap(true, Relaxed) {
+        shared.emit(
+            Level::Warn,
+            "inbound",
+            "ip_nonlocal_bind is on: host addresses are told apart by the interface list, which misses local routes",
+            fields! {},
+        );
+    }
+    if let Some(why) = own {
+        stats::inc(&shared.inbound.denied);
+        return refuse(&mut send, &mut recv, app_error::DENIED, f, &why);
     }
     // A reload may have removed or changed the peer since its connection was accepted.
     let Some(current) = snap.peer_named(&peer.name) else {

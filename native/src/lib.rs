@@ -11,6 +11,7 @@ pub mod events;
 pub mod flow;
 pub mod header;
 pub mod identity;
+pub mod own_address;
 #[cfg(feature = "addon")]
 pub mod per_source;
 #[cfg(feature = "addon")]

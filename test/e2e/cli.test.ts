@@ -86,6 +86,8 @@ describe('qmesh check-config', () => {
   }, STEP_MS);
 
   const clone = (): Record<string, any> => structuredClone(good);
+  /** A config that parses but would capture the host's own traffic: refused by check-config and by run. */
+  const dangerous = (): Record<string, any> => ({ ...clone(), local: { cidrs: ['198.19.1.0/24', '127.0.0.0/8'] } });
   const bad: Array<[string, () => unknown, string]> = [
     ['a bad CIDR', () => ({ ...clone(), local: { cidrs: ['198.19.1.0/33'] } }), 'local.cidrs'],
     ['a bad peer CIDR', () => Object.assign(clone(), { peers: [{ ...good.peers[0], cidrs: ['not-a-cidr'] }] }), 'peers[0].cidrs'],
@@ -94,6 +96,8 @@ describe('qmesh check-config', () => {
     ['an unknown top-level key', () => ({ ...clone(), peer: [] }), 'peer'],
     ['a bad endpoint', () => Object.assign(clone(), { peers: [{ ...good.peers[0], endpoint: '198.18.0.2' }] }), 'peers[0].endpoint'],
     ['a bad listen address', () => { const c = clone(); c.listen.quic = 'localhost:4433'; return c; }, 'listen.quic'],
+    ['a function CIDR covering loopback (dangerous)', () => dangerous(), 'local.cidrs[1]'],
+    ['an admin listener off loopback (dangerous)', () => { const c = clone(); c.listen.admin = '0.0.0.0:15000'; return c; }, 'listen.admin'],
   ];
   bad.forEach(([what, make, key], i) => {
     it(`rejects ${what} with one stderr line naming ${key}`, async () => {
@@ -110,6 +114,28 @@ describe('qmesh check-config', () => {
       expect(r.stdout).toBe('');
     }, STEP_MS);
   });
+
+  it('says why a dangerous config is refused, and `run` refuses it before starting anything', async () => {
+    const file = writeConfig('dangerous', dangerous());
+    const check = await qmesh(['check-config', '--config', file]);
+    expect(check.code).toBe(2);
+    expect(check.stderr).toMatch(/^qmesh: QMESH_ERR_CONFIG: .*: local\.cidrs\[1\]: 127\.0\.0\.0\/8 covers loopback 127\.0\.0\.0\/8: traffic to the host itself would be captured\/tunnelled\n$/);
+    // In a namespace of its own: were the config not refused, run would install capture rules.
+    const ns = `${prefix}-run`;
+    expect((await run(['ip', 'netns', 'add', ns])).code).toBe(0);
+    try {
+      const started = Date.now();
+      const r = await qmesh(['run', '--config', file], ns);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr.split('\n').filter(Boolean)).toEqual([check.stderr.trim()]);
+      expect(r.stdout).toBe(''); // no log line: nothing was started
+      expect(Date.now() - started).toBeLessThan(STEP_MS);
+      const rules = await run(['iptables-save'], ns);
+      expect(rules.stdout).not.toMatch(/QMESH/);
+    } finally {
+      await run(['ip', 'netns', 'del', ns]);
+    }
+  }, 2 * STEP_MS);
 
   it('rejects a missing file with one stderr line', async () => {
     const r = await qmesh(['check-config', '--config', path.join(dir, 'nope.json')]);

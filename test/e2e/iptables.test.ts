@@ -199,6 +199,32 @@ describe('RuleManager in a network namespace', () => {
     expect(before6.includes('QMESH')).toBe(false);
   });
 
+  it('a family the config stops using loses its chains and jumps; the other family keeps its rules', async () => {
+    const raw = JSON.parse(fs.readFileSync(examplePath, 'utf8')) as Record<string, any>;
+    const dual = parseConfig({
+      ...raw,
+      local: { cidrs: [...raw.local.cidrs, 'fd00:19:1::/64'] },
+      peers: raw.peers.map((p: any, i: number) => (i === 0 ? { ...p, cidrs: [...p.cidrs, 'fd00:19:2::/64'] } : p)),
+    }, examplePath);
+    const v6only = parseConfig({
+      ...raw,
+      listen: { ...raw.listen, quic: '[fd00:18::1]:4433' },
+      local: { cidrs: ['fd00:19:1::/64'] },
+      peers: [{ name: 'host-2', endpoint: '[fd00:18::2]:4433', cidrs: ['fd00:19:2::/64'] }],
+    }, examplePath);
+    const prefix = { commandPrefix: ['ip', 'netns', 'exec', NS] };
+    await bounded(new RuleManager(dual, prefix).apply(), 'apply dual-stack');
+    expect(await save(NS, 'ip6tables-save')).toContain('-j QMESH_PREROUTING');
+    await bounded(manager.apply(), 'apply IPv4 only');
+    expect((await save(NS, 'ip6tables-save')).includes('QMESH')).toBe(false);
+    expect(await bounded(manager.check(), 'check v4')).toEqual({ missing: [] });
+    await bounded(new RuleManager(v6only, prefix).apply(), 'apply IPv6 only');
+    expect((await save()).includes('QMESH')).toBe(false);
+    expect(await save(NS, 'ip6tables-save')).toContain('-j QMESH_PREROUTING');
+    await bounded(new RuleManager(v6only, prefix).remove(), 'remove');
+    expect((await save(NS, 'ip6tables-save')).includes('QMESH')).toBe(false);
+  });
+
   it('the legacy backend is used when asked, and detected where only legacy holds rules', async () => {
     const legacy = new RuleManager(config, { commandPrefix: ['ip', 'netns', 'exec', NS], backend: 'legacy' });
     await bounded(legacy.apply(), 'apply legacy');

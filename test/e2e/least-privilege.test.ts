@@ -3,12 +3,13 @@
 // no new privileges: what systemd/qmesh.service gives them), apply their capture rules at
 // start and on reload themselves, and carry traffic; without the capability, start fails
 // on the rules with a message naming it; without it and with capture.applyRules=false
-// (rules installed by root beforehand), delivery goes on unmarked with one warning.
+// (rules installed by root beforehand), traffic flows and delivery goes on unmarked with
+// one warning, but /healthz answers 503 since the daemon cannot read its rules.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, sleep } from '../../daemon/demo/mesh.js';
-import { daemonOf, destroyMesh, logOf, startDaemons, startMesh, waitLog, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
+import { daemonOf, destroyMesh, logOf, startMesh, waitLog, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { FnServer, fnClient, waitFor } from '../support/fn-net.js';
 import { requireTool } from '../support/tools.js';
 
@@ -32,7 +33,6 @@ const asNobody = (caps: 'net_admin' | 'none'): string[] => [
 let mesh: Mesh;
 let h1: HostInfo;
 let h2: HostInfo;
-let privs: Record<string, 'net_admin' | 'none'> = {};
 
 /** The daemon's config, certificates and key readable by it alone, as /etc/qmesh is for the qmesh user. */
 function handToNobody(dir: string): void {
@@ -62,10 +62,9 @@ const iptablesNat = async (h: HostInfo): Promise<string> => (await mesh.topo.exe
 beforeAll(async () => {
   mesh = await startMesh({ hosts: 2, functionsPerHost: 1 }, false);
   [h1, h2] = mesh.hosts as [HostInfo, HostInfo];
-  privs = { [h1.name]: 'net_admin', [h2.name]: 'net_admin' };
-  mesh.wrapFor = (h) => asNobody(privs[h.name]!);
   handToNobody(mesh.dir);
-  await startDaemons(mesh);
+  for (const h of mesh.hosts) await mesh.startDaemon(h, 15_000, { wrap: asNobody('net_admin') });
+  await mesh.waitTunnelsUp(15_000);
   for (const h of mesh.hosts) {
     const f = h.functions[0]!;
     await FnServer.start(mesh, f.ns, 'rpc', { ip: f.ip, port: RPC_PORT, replyBytes: 64 * 1024 });
@@ -120,8 +119,7 @@ describe('least privilege: the daemon as an unprivileged user with only CAP_NET_
 
   it('without CAP_NET_ADMIN, refuses to start on the iptables rules and names the capability', async () => {
     await mesh.stopDaemon(h2);
-    privs[h2.name] = 'none';
-    const err = await mesh.startDaemon(h2, 15_000).then(() => null, (e: Error) => e);
+    const err = await mesh.startDaemon(h2, 15_000, { wrap: asNobody('none') }).then(() => null, (e: Error) => e);
     expect(err?.message).toMatch(/exited 1/);
     const d = daemonOf(mesh, h2);
     expect(await d.exited).toBe(1);
@@ -130,17 +128,24 @@ describe('least privilege: the daemon as an unprivileged user with only CAP_NET_
     expect(line).toMatch(/^qmesh: QMESH_ERR_IPTABLES: .*Permission denied.*likely fix: run as root or with CAP_NET_ADMIN$/);
   }, TEST_MS);
 
-  it('without CAP_NET_ADMIN and with rules installed beforehand (capture.applyRules=false), delivers unmarked with one warning', async () => {
+  it('without CAP_NET_ADMIN and with rules installed beforehand (capture.applyRules=false): carries traffic, delivers unmarked with one warning, but /healthz is 503 (it cannot read the rules)', async () => {
     await mesh.stopDaemon(h2);
     mesh.writeConfig(h2, { configFor: () => ({ capture: { applyRules: false } }) });
     fs.chownSync(mesh.configPath(h2), NOBODY, NOBODY);
-    await mesh.startDaemon(h2, 15_000);
+    // Never healthy: the drift look cannot read the rules without the capability.
+    const err = await mesh.startDaemon(h2, 5_000, { wrap: asNobody('none') }).then(() => null, (e: Error) => e);
+    expect(err?.message).toMatch(/not healthy within/);
+    const d = daemonOf(mesh, h2);
+    await waitLog(d, (e) => e.msg === 'cannot read the iptables rules to look for drift', 5_000, 'the failed look');
+    const health = await mesh.admin(h2, '/healthz');
+    expect(health.status).toBe(503);
+    expect(health.body).toMatch(/^unhealthy:\n  iptables rules: .*Permission denied/);
     await mesh.waitTunnelsUp(15_000);
     // h1 -> h2: h2's daemon delivers to its function from a socket without SO_MARK.
     for (let i = 0; i < 3; i++) expect((await rpc(h1, h2)).error).toBeNull();
-    await waitLog(daemonOf(mesh, h2), (e) => /SO_MARK/.test(e.msg ?? ''), 5_000, 'the SO_MARK warning');
+    await waitLog(d, (e) => /SO_MARK/.test(e.msg ?? ''), 5_000, 'the SO_MARK warning');
     await sleep(LOG_SETTLE_MS); // and no second one
-    const warned = logOf(daemonOf(mesh, h2)).filter((e) => /SO_MARK/.test(e.msg ?? ''));
+    const warned = logOf(d).filter((e) => /SO_MARK/.test(e.msg ?? ''));
     expect(warned.map((e) => [e.level, e.msg])).toEqual([['warn', 'cannot set SO_MARK on delivery sockets; continuing unmarked']]);
     // Its outbound side is unaffected: captured connections leave through the tunnel.
     expect((await rpc(h2, h1)).error).toBeNull();

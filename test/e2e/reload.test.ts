@@ -75,6 +75,25 @@ describe('live reload (SIGHUP)', () => {
     fs.writeFileSync(file, good);
   }, 60_000);
 
+  it('refuses a dangerous config (a function CIDR over loopback), naming the key, and keeps the running one', async () => {
+    const d = daemonOf(mesh, h2);
+    const file = mesh.configPath(h2);
+    const good = fs.readFileSync(file, 'utf8');
+    const next = JSON.parse(good);
+    next.local.cidrs = [...next.local.cidrs, '127.0.0.0/8'];
+    fs.writeFileSync(file, JSON.stringify(next));
+    const mark = d.log.length;
+    d.child.kill('SIGHUP');
+    const rejected = await waitFor(after(mark, 'reload rejected; the running configuration stays'), 10_000, 'rejection');
+    expect(rejected.reason).toMatch(/local\.cidrs\[1\]: 127\.0\.0\.0\/8 covers loopback 127\.0\.0\.0\/8/);
+    expect(logOf(d).slice(mark).find((e) => e.msg === 'configuration reloaded')).toBeUndefined();
+    // The previous config (with its policy) still runs: 7007 allowed, 7008 denied.
+    expect((await request(OPEN_PORT)).error).toBeNull();
+    expect((await request(CLOSED_PORT)).error).toMatch(/^(ECONNRESET|EPIPE)$/);
+    expect(d.child.exitCode).toBeNull();
+    fs.writeFileSync(file, good);
+  }, 60_000);
+
   it('refuses a change only a restart can make', async () => {
     const mark = reloadHost2({ listen: { quic: `${h2.underlayIp}:4434` } });
     const rejected = await waitFor(after(mark, 'reload rejected; the running configuration stays'), 10_000, 'rejection');

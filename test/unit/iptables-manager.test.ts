@@ -1,21 +1,23 @@
-// RuleManager against a fake iptables (an in-memory CommandRunner): command
-// order, idempotence, jump repair, backend choice and error reporting.
+// RuleManager against a fake iptables (an in-memory CommandRunner with an
+// all-or-nothing iptables-restore): one transaction per family, idempotence,
+// jump repair, family removal, drift, backend choice and error reporting.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../daemon/config/load.js';
 import type { CommandResult, CommandRunner } from '../../daemon/iptables/command-runner.js';
 import { RuleManager } from '../../daemon/iptables/manager.js';
+import { tokenize } from '../../daemon/iptables/table-state.js';
 
 const config = loadConfig(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../config/examples/host-1.json'));
 const BUILTIN: Record<string, string[]> = { filter: ['INPUT', 'FORWARD', 'OUTPUT'], nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'] };
 const ok = (stdout = ''): CommandResult => ({ code: 0, stdout, stderr: '' });
 const quote = (t: string) => (t.includes(' ') ? `"${t}"` : t);
 
-/** Just enough iptables: -V, -save, -S, -N, -F, -X, -A, -I n, -D spec, -C spec; one table set per backend. */
+/** Just enough iptables: -V, -save, -S, -N, -F, -X, -A, -I n, -D spec, -C spec, -restore; one table set per backend and family ('nft6': ip6tables-nft). */
 class FakeIptables implements CommandRunner {
   readonly calls: string[][] = [];
-  readonly tables: Record<string, Record<string, Map<string, string[][]>>> = { nft: {}, legacy: {} };
+  readonly tables: Record<string, Record<string, Map<string, string[][]>>> = { nft: {}, legacy: {}, nft6: {}, legacy6: {} };
   /** Binaries that do not exist on this fake host. */
   missing = new Set<string>();
   failOn: ((argv: readonly string[]) => CommandResult | undefined) | undefined;
@@ -25,20 +27,55 @@ class FakeIptables implements CommandRunner {
     return (this.tables[backend]![table] ??= new Map(BUILTIN[table]!.map((c) => [c, []])));
   }
 
-  async run(argv: readonly string[]): Promise<CommandResult> {
+  /** The stdin of each iptables-restore call, in order. */
+  readonly transactions: string[] = [];
+
+  async run(argv: readonly string[], input?: string): Promise<CommandResult> {
     this.calls.push([...argv]);
     const [bin, ...args] = argv as [string, ...string[]];
     if (this.missing.has(bin)) return { code: 127, stdout: '', stderr: `${bin}: command not found` };
     const failed = this.failOn?.(argv);
     if (failed) return failed;
-    const backend = bin.includes('legacy') ? 'legacy' : bin.includes('nft') ? 'nft' : this.defaultBackend;
-    if (args[0] === '-V') return ok(`${bin} v1.8.9 (${backend === 'nft' ? 'nf_tables' : 'legacy'})\n`);
+    const base = bin.includes('legacy') ? 'legacy' : bin.includes('nft') ? 'nft' : this.defaultBackend;
+    if (args[0] === '-V') return ok(`${bin} v1.8.9 (${base === 'nft' ? 'nf_tables' : 'legacy'})\n`);
+    const backend = bin.startsWith('ip6') ? `${base}6` : base;
+    if (bin.endsWith('-restore')) return this.restore(backend, args, input ?? '');
     if (bin.endsWith('-save')) {
       const lines = Object.keys(this.tables[backend]!).flatMap((t) => this.listing(backend, t).filter((l) => l.startsWith('-A')));
       return ok(lines.join('\n'));
     }
-    const [w, , t, table, verb, chain, ...rest] = args as string[];
+    const [w, , t, table, ...command] = args as string[];
     if (w !== '-w' || t !== '-t' || !table) return { code: 2, stdout: '', stderr: 'bad call' };
+    return this.command(backend, table, command);
+  }
+
+  /** iptables-restore --noflush: every table of the input changes, or none does. */
+  private restore(backend: string, args: readonly string[], input: string): CommandResult {
+    if (args.join(' ') !== '-w 10 --noflush') return { code: 2, stdout: '', stderr: 'bad restore call' };
+    this.transactions.push(input);
+    const saved = structuredClone(this.tables[backend]!);
+    let table: string | undefined;
+    const lines = input.split('\n');
+    for (const [i, text] of lines.entries()) {
+      const fail = (why: string): CommandResult => {
+        this.tables[backend] = saved;
+        return { code: 2, stdout: '', stderr: `${why}\nError occurred at line: ${i + 1}` };
+      };
+      if (text === '' || text === 'COMMIT') continue;
+      if (text.startsWith('*')) { table = text.slice(1); continue; }
+      if (table === undefined) return fail('no table');
+      const declared = /^:(\S+) - \[0:0\]$/.exec(text);
+      if (declared) {
+        this.chains(backend, table).set(declared[1]!, []); // --noflush: created, or flushed when it exists
+        continue;
+      }
+      const r = this.command(backend, table, tokenize(text));
+      if (r.code !== 0) return fail(r.stderr);
+    }
+    return ok();
+  }
+
+  private command(backend: string, table: string, [verb, chain, ...rest]: readonly string[]): CommandResult {
     const chains = this.chains(backend, table);
     const rules = chain === undefined ? undefined : chains.get(chain);
     const same = (r: string[], spec: string[]) => r.join('\u0000') === spec.join('\u0000');
@@ -70,8 +107,9 @@ class FakeIptables implements CommandRunner {
     return out;
   }
 
+  /** Calls that change rules: single commands and restore transactions. */
   mutations(): string[][] {
-    return this.calls.filter((c) => ['-N', '-F', '-X', '-A', '-I', '-D'].includes(c[5] ?? ''));
+    return this.calls.filter((c) => ['-N', '-F', '-X', '-A', '-I', '-D'].includes(c[5] ?? '') || c[0]!.endsWith('-restore'));
   }
 }
 
@@ -81,17 +119,20 @@ const setup = (opts: { backend?: 'nft' | 'legacy' } = {}) => {
 };
 
 describe('RuleManager with a fake iptables', () => {
-  it('apply installs chains, rules, then jumps at position 1; check is clean', async () => {
+  it('apply writes one transaction per family: filter before nat, jumps at position 1; check is clean', async () => {
     const { fake, manager } = setup();
     await manager.apply();
-    const verbs = fake.mutations().map((c) => `${c[4]} ${c[5]} ${c[6]}`);
-    expect(verbs.indexOf('filter -N QMESH_INPUT')).toBeLessThan(verbs.indexOf('nat -N QMESH_PREROUTING'));
-    expect(verbs.slice(-5)).toEqual(['filter -I INPUT', 'filter -I FORWARD', 'filter -I OUTPUT', 'nat -I PREROUTING', 'nat -I OUTPUT']);
+    expect(fake.mutations().map((c) => c[0])).toEqual(['iptables-nft-restore']); // host-1.json is IPv4 only
+    const [tx] = fake.transactions as [string];
+    expect(tx.indexOf('*filter')).toBeLessThan(tx.indexOf('*nat'));
+    expect(tx.match(/^COMMIT$/gm)).toHaveLength(2);
+    expect(tx.match(/^-I \S+ 1 /gm)).toHaveLength(5);
     expect(fake.chains('nft', 'nat').get('OUTPUT')![0]!.slice(0, 2)).toEqual(['-j', 'QMESH_OUTPUT']);
     expect(fake.chains('nft', 'nat').get('QMESH_OUTPUT')).toHaveLength(3);
     expect(await manager.check()).toEqual({ missing: [] });
+    expect(await manager.drift()).toEqual({ missing: [] });
     // Detection asks `iptables -V`; every table command then goes to one binary.
-    expect(new Set(fake.calls.filter((c) => c[1] === '-w').map((c) => c[0]))).toEqual(new Set(['iptables-nft']));
+    expect(new Set(fake.calls.filter((c) => c[1] === '-w' && c[0]!.startsWith('iptables')).map((c) => c[0]))).toEqual(new Set(['iptables-nft', 'iptables-nft-restore']));
   });
 
   it('a second apply changes nothing', async () => {
@@ -102,7 +143,7 @@ describe('RuleManager with a fake iptables', () => {
     expect(fake.mutations()).toHaveLength(n);
   });
 
-  it('apply refills a chain that drifted and replaces a stale jump without a gap', async () => {
+  it('apply repairs drift in one transaction: refilled chain, stale and displaced jumps replaced by one at the head', async () => {
     const { fake, manager } = setup();
     await manager.apply();
     const nat = fake.chains('nft', 'nat');
@@ -113,19 +154,55 @@ describe('RuleManager with a fake iptables', () => {
     expect(missing).toMatch(/nat QMESH_PREROUTING: rule missing: .*REDIRECT/);
     expect(missing).toMatch(/nat PREROUTING: jump to QMESH_PREROUTING is missing/);
     expect(missing).toMatch(/nat OUTPUT: jump to QMESH_OUTPUT is rule 2, not the first/);
+    const drift = (await manager.drift()).missing.join('\n');
+    expect(drift).toMatch(/nat QMESH_PREROUTING: holds 1 rules, expected 2/);
+    expect(drift).toMatch(/nat PREROUTING: jump to QMESH_PREROUTING is not exactly once at the head/);
+    expect(drift).toMatch(/nat OUTPUT: jump to QMESH_OUTPUT is not exactly once at the head/);
     const before = fake.mutations().length;
     await manager.apply();
-    const repair = fake.mutations().slice(before).map((c) => c.slice(4, 7).join(' '));
-    expect(repair).toEqual([
-      'nat -F QMESH_PREROUTING', 'nat -A QMESH_PREROUTING', 'nat -A QMESH_PREROUTING',
-      'nat -I PREROUTING', 'nat -D PREROUTING', // new jump first, then the stale one goes
-      'nat -D OUTPUT', 'nat -I OUTPUT', // a displaced exact jump moves to the head
-    ]);
+    expect(fake.mutations().slice(before).map((c) => c[0])).toEqual(['iptables-nft-restore']);
+    expect(fake.transactions.at(-1)).toContain('-D PREROUTING -m comment --comment "qmesh: old wording" -j QMESH_PREROUTING');
     expect(await manager.check()).toEqual({ missing: [] });
     expect(nat.get('PREROUTING')).toHaveLength(1);
+    expect(nat.get('OUTPUT')!.map((r) => r[r.indexOf('-j') + 1])).toEqual(['QMESH_OUTPUT', 'ACCEPT']);
   });
 
-  it('remove deletes every jump copy, then the chains; removing nothing succeeds', async () => {
+  it('a transaction that fails changes nothing and names the line it stopped at', async () => {
+    const { fake, manager } = setup();
+    await manager.apply();
+    const nat = fake.chains('nft', 'nat');
+    nat.get('QMESH_PREROUTING')!.pop();
+    // Another program deletes the jump between qmesh's read and its commit: the -D of that jump fails.
+    const realRun = fake.run.bind(fake);
+    fake.run = async (argv, input) => {
+      if (argv[0]!.endsWith('-restore')) nat.get('PREROUTING')!.length = 0;
+      return realRun(argv, input);
+    };
+    const filterBefore = JSON.stringify([...fake.chains('nft', 'filter')]);
+    const err = await manager.apply().then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'QMESH_ERR_IPTABLES' });
+    expect((err as Error).message).toMatch(/`iptables-nft-restore -w 10 --noflush` failed .*input line: -D PREROUTING .*likely fix: the rules changed while/s);
+    expect(fake.chains('nft', 'nat').get('QMESH_PREROUTING')).toHaveLength(1); // not refilled: the whole transaction was refused
+    expect(JSON.stringify([...fake.chains('nft', 'filter')])).toBe(filterBefore);
+  });
+
+  it('a family the config no longer uses loses its chains and jumps; the other family stays', async () => {
+    const { fake, manager } = setup();
+    await manager.apply();
+    fake.tables.nft6 = structuredClone(fake.tables.nft!); // as if IPv6 had been configured before
+    const v4 = JSON.stringify(fake.tables.nft);
+    await manager.apply(); // host-1.json is IPv4 only
+    expect(fake.mutations().at(-1)![0]).toBe('ip6tables-nft-restore');
+    for (const table of ['filter', 'nat']) {
+      for (const [name, rules] of fake.chains('nft6', table)) {
+        expect(name.startsWith('QMESH')).toBe(false);
+        expect(rules).toEqual([]);
+      }
+    }
+    expect(JSON.stringify(fake.tables.nft)).toBe(v4);
+  });
+
+  it('remove deletes every jump copy, then the chains, in one transaction; removing nothing succeeds', async () => {
     const { fake, manager } = setup();
     await manager.remove();
     expect(fake.mutations()).toEqual([]);
@@ -143,11 +220,11 @@ describe('RuleManager with a fake iptables', () => {
 
   it('a failing command becomes QMESH_ERR_IPTABLES naming the command, stderr and a fix', async () => {
     const { fake, manager } = setup({ backend: 'nft' });
-    fake.failOn = (argv) => (argv[5] === '-N' ? { code: 4, stdout: '', stderr: 'iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)' } : undefined);
+    fake.failOn = (argv) => (argv[0] === 'iptables-nft-restore' ? { code: 4, stdout: '', stderr: 'iptables-nft-restore v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)' } : undefined);
     const err = await manager.apply().then(() => undefined, (e: unknown) => e);
     expect(err).toMatchObject({ code: 'QMESH_ERR_IPTABLES' });
     const message = (err as Error).message;
-    expect(message).toContain('`iptables-nft -w 10 -t filter -N QMESH_INPUT` failed (exit 4)');
+    expect(message).toContain('`iptables-nft-restore -w 10 --noflush` failed (exit 4)');
     expect(message).toContain('Permission denied');
     expect(message).toContain('run as root or with CAP_NET_ADMIN');
   });
@@ -159,7 +236,7 @@ describe('backend choice', () => {
     fake.chains('legacy', 'filter').get('INPUT')!.push(['-j', 'ACCEPT']);
     expect(await manager.backend()).toBe('legacy');
     await manager.apply();
-    expect(new Set(fake.mutations().map((c) => c[0]))).toEqual(new Set(['iptables-legacy']));
+    expect(new Set(fake.mutations().map((c) => c[0]))).toEqual(new Set(['iptables-legacy-restore']));
     expect(fake.chains('nft', 'filter').has('QMESH_INPUT')).toBe(false);
     expect(manager.print()).toMatch(/^iptables-legacy -w 10 /m);
   });
@@ -178,7 +255,7 @@ describe('backend choice', () => {
     const { fake, manager } = setup({ backend: 'nft' });
     fake.missing.add('iptables-nft');
     await manager.apply();
-    expect(new Set(fake.mutations().map((c) => c[0]))).toEqual(new Set(['iptables']));
+    expect(new Set(fake.mutations().map((c) => c[0]))).toEqual(new Set(['iptables-restore']));
   });
 
   it('refuses to mix: no binary for the chosen backend is an error, not a fallback', async () => {

@@ -19,6 +19,7 @@ function sample(over: Partial<MetricsSample> = {}, conn: object | null = {}, los
     capture: { accepted: 5, refused: 1, deniedByPolicy: 3, active: 0 },
     inbound: { accepted: 7, denied: 2, deniedByPolicy: 4, connectFailed: 1, active: 0 },
     quic: { droppedDatagrams: 0, refusedHandshakes: 0 },
+    rules: { ok: false, drifts: 2, repairs: 1, checkErrors: 0 },
     ...over,
   };
 }
@@ -48,6 +49,10 @@ const METRIC_NAMES = [
   'qmesh_inbound_connections_active',
   'qmesh_quic_dropped_datagrams_total',
   'qmesh_quic_refused_handshakes_total',
+  'qmesh_iptables_rules_ok',
+  'qmesh_iptables_drift_total',
+  'qmesh_iptables_repairs_total',
+  'qmesh_iptables_check_errors_total',
   'qmesh_process_open_fds',
   'qmesh_process_resident_memory_bytes',
   'qmesh_nodejs_eventloop_lag_seconds',
