@@ -16,7 +16,7 @@ function sample(over: Partial<MetricsSample> = {}, conn: object | null = {}, los
       { peer: 'host-2', tunnel: 'inbound', up: false, lostTotal: 0, path: null, traffic: traffic(0) },
     ],
     capture: { accepted: 5, refused: 1, deniedByPolicy: 3, active: 0 },
-    inbound: { accepted: 7, denied: 2, deniedByPolicy: 4, connectFailed: 1, active: 0 },
+    inbound: { accepted: 7, denied: 2, deniedByPolicy: 4, connectFailed: 1, active: 0, limitHits: 1 },
     quic: { droppedDatagrams: 0, refusedHandshakes: 0 },
     ...over,
   };
@@ -43,6 +43,7 @@ const METRIC_NAMES = [
   'qmesh_inbound_accepted_total',
   'qmesh_inbound_denied_total',
   'qmesh_inbound_denied_by_policy_total',
+  'qmesh_inbound_limit_hits_total',
   'qmesh_inbound_connect_failed_total',
   'qmesh_inbound_connections_active',
   'qmesh_quic_dropped_datagrams_total',
