@@ -32,7 +32,7 @@ export interface MetricsSample {
   readonly certificateNotAfterMs: number | null;
   readonly tunnels: readonly TunnelSample[];
   readonly capture: { readonly accepted: number; readonly refused: number; readonly deniedByPolicy?: number; readonly limitHits?: number; readonly idleTimeouts?: number; readonly closedByPolicy?: number; readonly active: number } | null;
-  readonly inbound: { readonly accepted: number; readonly denied: number; readonly deniedByPolicy?: number; readonly connectFailed: number; readonly idleTimeouts?: number; readonly closedByPolicy?: number; readonly active: number } | null;
+  readonly inbound: { readonly accepted: number; readonly denied: number; readonly deniedByPolicy?: number; readonly connectFailed: number; readonly idleTimeouts?: number; readonly closedByPolicy?: number; readonly limitHits?: number; readonly active: number } | null;
   readonly quic: { readonly droppedDatagrams: number; readonly refusedHandshakes: number } | null;
   /** The iptables rules' health (iptables/rule-watch.ts); null when the daemon does not watch them. */
   readonly rules: { readonly ok: boolean; readonly drifts: number; readonly repairs: number; readonly checkErrors: number } | null;
@@ -92,6 +92,7 @@ export class MetricsRegistry {
     this.counter('inbound_accepted_total', 'Inbound streams delivered to a local destination.', [], (s) => [[{}, s.inbound?.accepted]]);
     this.counter('inbound_denied_total', 'Inbound streams refused: destination outside local.cidrs, source outside the peer\'s cidrs, bad header, draining.', [], (s) => [[{}, s.inbound?.denied]]);
     this.counter('inbound_denied_by_policy_total', 'Inbound streams refused by the policy.', [], (s) => [[{}, s.inbound?.deniedByPolicy]]);
+    this.counter('inbound_limit_hits_total', 'Inbound streams reset because their peer had tunnel.maxStreams connections open towards this host.', [], (s) => [[{}, s.inbound?.limitHits]]);
     this.counter('closed_by_policy_total', 'Open connections reset because a reloaded policy denies them (reload.deniedConnections close).', ['direction'], (s) => [
       [{ direction: 'outbound' }, s.capture?.closedByPolicy],
       [{ direction: 'inbound' }, s.inbound?.closedByPolicy],

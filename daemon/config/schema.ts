@@ -217,7 +217,7 @@ export const schema = {
       env: 'QMESH_TUNNEL_ADDRESS_VALIDATION',
     },
     maxStreams: {
-      doc: 'Concurrent tunnelled connections one peer may have open towards this host.',
+      doc: 'Concurrent tunnelled connections one peer may have open towards this host; more are reset. Follows reload (the next connection counts against the new value).',
       format: positiveInt(1, 1_000_000),
       default: 65_536,
       env: 'QMESH_TUNNEL_MAX_STREAMS',
@@ -251,7 +251,7 @@ export const schema = {
       env: 'QMESH_RELOAD_DEBOUNCE_MS',
     },
     deniedConnections: {
-      doc: 'Open connections a reloaded policy denies: close (reset them at once) or finish (let them run to their end).',
+      doc: 'Open connections a reloaded policy denies, or of a peer the reload removed: close (reset them at once) or finish (let them run to their end).',
       format: ['close', 'finish'],
       default: 'close',
       env: 'QMESH_RELOAD_DENIED_CONNECTIONS',

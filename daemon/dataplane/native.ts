@@ -86,7 +86,7 @@ export interface OutboundStats extends LinkStats {
 export interface DataPlaneStats {
   readonly peers: ReadonlyArray<{ readonly name: string; readonly outbound: OutboundStats; readonly inbound: LinkStats }>;
   readonly capture: { accepted: number; refused: number; deniedByPolicy: number; limitHits: number; sourceLimitHits: number; idleTimeouts: number; closedByPolicy: number; active: number };
-  readonly inbound: { accepted: number; denied: number; deniedByPolicy: number; connectFailed: number; idleTimeouts: number; closedByPolicy: number; active: number };
+  readonly inbound: { accepted: number; denied: number; deniedByPolicy: number; connectFailed: number; idleTimeouts: number; closedByPolicy: number; active: number; limitHits: number };
   readonly quic: { droppedDatagrams: number; refusedHandshakes: number; retriesSent: number; handshaking: number; connections: number };
   readonly flowsOpen: number;
 }

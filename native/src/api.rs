@@ -78,21 +78,7 @@ impl DataPlane {
         })?;
         let listener =
             tokio::net::TcpListener::from_std(tcp).map_err(|e| err("QMESH_ERR_LISTEN", e))?;
-        let shared = Arc::new(Shared {
-            snapshot: arc_swap::ArcSwap::from_pointee(snap),
-            creds: arc_swap::ArcSwap::from_pointee(creds),
-            events: Default::default(),
-            flows: Default::default(),
-            capture: Default::default(),
-            inbound: Default::default(),
-            quic: Default::default(),
-            draining: Default::default(),
-            stop: Default::default(),
-            endpoint,
-            dialers: Default::default(),
-            accepted: Default::default(),
-            probing: Default::default(),
-        });
+        let shared = Arc::new(Shared::new(snap, creds, endpoint));
         rt.spawn(liveness::hint_loop(shared.clone(), hints_rx));
         rt.spawn(accept::accept_loop(shared.clone()));
         shared.sync_dialers(rt.handle());
@@ -121,52 +107,10 @@ impl DataPlane {
         self.with(|r| {
             let (snap, creds) =
                 plane::prepare(&snapshot_json).map_err(|e| err("QMESH_ERR_CONFIG", e))?;
-            let old = r.shared.snapshot.load_full();
-            if snap.listen_quic != old.listen_quic || snap.capture_port != old.capture_port {
-                return Err(err(
-                    "QMESH_ERR_CONFIG",
-                    "only a restart can change listen.quic or listen.capture",
-                ));
-            }
-            let old_creds = r.shared.creds.load_full();
-            let new_ca = old.tls.ca_pem != snap.tls.ca_pem;
-            let new_credentials = new_ca
-                || old.tls.cert_pem != snap.tls.cert_pem
-                || old.tls.key_pem != snap.tls.key_pem;
-            let removed: Vec<String> = old
-                .peers
-                .iter()
-                .filter(|p| {
-                    snap.peer_named(&p.name)
-                        .is_none_or(|n| n.endpoint != p.endpoint)
-                })
-                .map(|p| p.name.clone())
-                .collect();
-            drop(old_creds);
-            r.shared.snapshot.store(Arc::new(snap));
-            r.shared.creds.store(Arc::new(creds));
             let _guard = r.rt.enter();
-            r.shared.sync_dialers(r.rt.handle());
-            for name in &removed {
-                accept::drop_peer(&r.shared, name, "peer removed from config");
-            }
-            r.shared.review_open_flows();
-            if new_ca {
-                r.shared
-                    .close_untrusted("peer certificate no longer trusted (CA removed from tls.ca)");
-            }
-            if new_credentials {
-                let dialers: Vec<_> = r
-                    .shared
-                    .dialers
-                    .lock()
-                    .map(|d| d.values().cloned().collect())
-                    .unwrap_or_default();
-                for d in dialers {
-                    d.request_renewal("new certificates loaded");
-                }
-            }
-            Ok(())
+            r.shared
+                .apply(snap, creds, r.rt.handle())
+                .map_err(|e| err("QMESH_ERR_CONFIG", e))
         })
     }
 

@@ -11,7 +11,7 @@ use crate::plane::Shared;
 use crate::policy::{Action, PolicyFlow};
 use crate::registry::{Direction, FlowEntry};
 use crate::snapshot::Peer;
-use crate::tunnel::{FlowOnTunnel, Tunnel};
+use crate::tunnel::FlowOnTunnel;
 use crate::{app_error, fields, own_address, sockopt, stats};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -62,11 +62,10 @@ async fn read_header(recv: &mut quinn::RecvStream) -> Result<(StreamHeader, Byte
 pub async fn deliver(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
-    tunnel: Arc<Tunnel>,
+    on_tunnel: FlowOnTunnel,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let on_tunnel = FlowOnTunnel::new(tunnel);
     let stream = send.id().index();
     let refuse = |send: &mut quinn::SendStream,
                   recv: &mut quinn::RecvStream,

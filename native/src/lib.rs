@@ -19,10 +19,14 @@ pub mod plane;
 pub mod policy;
 #[cfg(feature = "addon")]
 pub mod registry;
+#[cfg(feature = "addon")]
+pub mod reload;
 pub mod route;
 pub mod snapshot;
 pub mod sockopt;
 pub mod stats;
+#[cfg(all(test, feature = "addon"))]
+mod test_plane;
 #[cfg(test)]
 mod test_tls;
 #[cfg(feature = "addon")]
@@ -45,4 +49,6 @@ pub mod app_error {
     pub const IDENTITY: u32 = 0x6;
     /// The flow saw no byte either way for capture.idleTimeoutMs.
     pub const IDLE_TIMEOUT: u32 = 0x7;
+    /// The peer already had tunnel.maxStreams flows open towards this host.
+    pub const LIMIT: u32 = 0x8;
 }

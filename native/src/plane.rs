@@ -1,11 +1,9 @@
 //! The running data plane: the state every step shares, and its life cycle (start,
 //! apply a new snapshot, drain, stop). `api.rs` exposes it to JavaScript.
 use crate::events::{Events, Level};
-use crate::fields;
 use crate::flow::FlowCtl;
 use crate::identity::Credentials;
-use crate::policy::{Action, PolicyFlow};
-use crate::registry::{Direction, Registry};
+use crate::registry::Registry;
 use crate::snapshot::{DeniedConnections, Snapshot};
 use crate::stats::{CaptureCounters, InboundCounters, QuicCounters};
 use crate::tunnel::dial::Dialer;
@@ -40,6 +38,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    pub fn new(snap: Snapshot, creds: Credentials, endpoint: quinn::Endpoint) -> Shared {
+        Shared {
+            snapshot: ArcSwap::from_pointee(snap),
+            creds: ArcSwap::from_pointee(creds),
+            events: Default::default(),
+            flows: Default::default(),
+            capture: Default::default(),
+            inbound: Default::default(),
+            quic: Default::default(),
+            draining: Default::default(),
+            stop: Default::default(),
+            endpoint,
+            dialers: Default::default(),
+            accepted: Default::default(),
+            probing: Default::default(),
+        }
+    }
+
     pub fn dialer(&self, peer: &str) -> Option<Arc<Dialer>> {
         self.dialers.lock().ok()?.get(peer).cloned()
     }
@@ -64,6 +80,7 @@ impl Shared {
     /// Dials peers that are new (or whose endpoint changed) and stops those removed.
     pub fn sync_dialers(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
         let snap = self.snapshot.load_full();
+        let finish = snap.denied_connections == DeniedConnections::Finish;
         let Ok(mut dialers) = self.dialers.lock() else {
             return;
         };
@@ -77,7 +94,7 @@ impl Shared {
                 } else {
                     "peer removed from config"
                 };
-                d.stop(why);
+                d.stop(why, finish);
             }
             keep
         });
@@ -87,86 +104,6 @@ impl Shared {
                     peer.name.clone(),
                     Dialer::spawn(self.clone(), peer.clone(), rt),
                 );
-            }
-        }
-    }
-
-    /// After a reload: every open flow judged again by the new policy (reload.deniedConnections).
-    pub fn review_open_flows(&self) {
-        let snap = self.snapshot.load();
-        for f in self.flows.open() {
-            let from = match f.direction {
-                Direction::Outbound => snap.node.as_str(),
-                Direction::Inbound => f.peer.as_str(),
-            };
-            let flow = PolicyFlow {
-                from_peer: from,
-                source: f.source.ip(),
-                destination: f.destination.ip(),
-                port: f.destination.port(),
-            };
-            let d = snap.policy.evaluate(&flow);
-            if d.action != Action::Deny {
-                continue;
-            }
-            let component = if f.direction == Direction::Outbound {
-                "capture"
-            } else {
-                "inbound"
-            };
-            let base = fields! {"peer" => f.peer, "src" => f.source.to_string(), "dst" => f.destination.to_string(), "rule" => d.rule};
-            match snap.denied_connections {
-                DeniedConnections::Finish => self.emit(Level::Info, component, "open connection now denied by policy; left to finish (reload.deniedConnections)", base),
-                DeniedConnections::Close => {
-                    let counter = if f.direction == Direction::Outbound { &self.capture.closed_by_policy } else { &self.inbound.closed_by_policy };
-                    stats::inc(counter);
-                    let mut fields = base;
-                    fields["reason"] = "denied by reloaded policy".into();
-                    self.emit(Level::Warn, component, "open connection closed", fields);
-                    f.ctl.abort(app_error::DENIED, &format!("denied by policy ({})", d.rule));
-                }
-            }
-        }
-    }
-
-    /// After `tls.ca` changed: every connection, either role, whose peer certificate no longer
-    /// chains to the bundle closes now, not when the certificate expires.
-    pub fn close_untrusted(&self, reason: &str) {
-        let creds = self.creds.load();
-        let dialers: Vec<_> = self
-            .dialers
-            .lock()
-            .map(|d| d.values().cloned().collect())
-            .unwrap_or_default();
-        for d in dialers {
-            for t in d.link.live() {
-                if !creds.still_trusts(&t.peer_leaf) {
-                    self.emit(
-                        Level::Warn,
-                        "tunnel",
-                        "closing tunnel",
-                        fields! {"peer" => d.peer.name, "role" => "client", "reason" => reason},
-                    );
-                    t.conn.close(app_error::IDENTITY.into(), reason.as_bytes());
-                }
-            }
-        }
-        let links: Vec<(String, Arc<Link>)> = self
-            .accepted
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        for (peer, link) in links {
-            for t in link.live() {
-                if !creds.still_trusts(&t.peer_leaf) {
-                    self.emit(
-                        Level::Warn,
-                        "quic-listener",
-                        "closing peer tunnel",
-                        fields! {"peer" => peer, "role" => "server", "reason" => reason},
-                    );
-                    t.conn.close(app_error::IDENTITY.into(), reason.as_bytes());
-                }
             }
         }
     }

@@ -78,6 +78,7 @@ counters!(
         idle_timeouts,
         closed_by_policy,
         active,
+        limit_hits,
     }
 );
 

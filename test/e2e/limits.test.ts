@@ -1,8 +1,12 @@
 // capture.maxConnections: past the limit new captured connections are reset at
 // once and counted, open ones are untouched, and once they close new ones work
-// again; the daemon's file descriptors return to where they were.
+// again; the daemon's file descriptors return to where they were. tunnel.maxStreams
+// follows reload: lowered by SIGHUP, it refuses the peer's next connection past it.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { daemonOf, destroyMesh, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
+import { daemonOf, destroyMesh, logOf, startMesh, waitLog, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { FnServer, fnClient, waitFor } from '../support/fn-net.js';
 
 const PORT = 7007;
@@ -53,5 +57,50 @@ describe('capture connection limit', () => {
     const metrics = (await mesh.admin(h1, '/metrics')).body;
     expect(metrics).toMatch(/^qmesh_capture_limit_hits_total [1-9]/m);
     await waitFor(async () => (await daemonFds(h1)) <= fdsBefore, 10_000, 'file descriptors back to baseline');
+  }, 60_000);
+
+  it('applies a tunnel.maxStreams lowered by reload to the next connection', async () => {
+    // The function holds 2 connections, checks a 3rd works, then waits for the reload
+    // (a file: namespaces share the file system) and tries a 3rd again.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmesh-streams-'));
+    const ip = h2.functions[0]!.ip;
+    const script = `
+      const net = require('net'); const fs = require('fs');
+      const open = () => new Promise((done) => {
+        const s = net.connect(${PORT}, '${ip}');
+        s.on('connect', () => s.write('x'));
+        s.once('data', () => done({ s, r: 'data' }));
+        s.on('error', (e) => done({ s, r: e.code }));
+        s.on('close', () => done({ s, r: 'closed' }));
+        setTimeout(() => done({ s, r: 'timeout' }), 4000);
+      });
+      const waitFile = (f) => new Promise((done) => { const t = setInterval(() => { if (fs.existsSync(f)) { clearInterval(t); done(); } }, 20); });
+      (async () => {
+        const held = [await open(), await open()];
+        const before = await open(); before.s.destroy();
+        fs.writeFileSync('${dir}/held', '');
+        await waitFile('${dir}/reloaded');
+        const after = await open();
+        console.log(JSON.stringify({ held: held.map((h) => h.r), before: before.r, after: after.r }));
+        for (const h of held) h.s.destroy();
+        process.exit(0);
+      })();`;
+    const run = mesh.topo.exec(h1.functions[0]!.ns, [process.execPath, '-e', script], { timeoutMs: 20_000 });
+    await waitFor(async () => fs.existsSync(`${dir}/held`), 10_000, 'two connections held, a third one worked');
+    const d = daemonOf(mesh, h2);
+    const mark = d.log.length;
+    mesh.writeConfig(h2, { configFor: () => ({ tunnel: { maxStreams: 2 } }) });
+    d.child.kill('SIGHUP');
+    await waitFor(async () => logOf(d).slice(mark).find((e) => e.msg === 'configuration reloaded' || e.msg?.startsWith('reload rejected')), 10_000, 'host-2 reloads');
+    expect(logOf(d).slice(mark).find((e) => e.msg?.startsWith('reload rejected'))).toBeUndefined();
+    fs.writeFileSync(`${dir}/reloaded`, '');
+    const out = JSON.parse((await run).stdout.trim().split('\n').pop()!);
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(out.held).toEqual(['data', 'data']);
+    expect(out.before).toBe('data');
+    expect(out.after).toMatch(/^(ECONNRESET|EPIPE|closed)$/);
+    const line = await waitLog(d, (e) => e.msg === "tunnel.maxStreams reached; the peer's new streams are reset", 5_000, 'limit warning');
+    expect(line).toMatchObject({ peer: h1.name, maxStreams: 2 });
+    expect((await mesh.status(h2)).inbound.limitHits).toBeGreaterThanOrEqual(1);
   }, 60_000);
 });

@@ -48,6 +48,7 @@ fn code_text(code: VarInt) -> String {
         Ok(app_error::SHUTDOWN) => "shutdown",
         Ok(app_error::IDENTITY) => "identity",
         Ok(app_error::IDLE_TIMEOUT) => "idle timeout",
+        Ok(app_error::LIMIT) => "limit",
         _ => "unknown",
     };
     format!("{:#x} ({name})", code.into_inner())

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 mod leaf;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod verify;
 
 pub use leaf::{check_leaf, is_host_name, is_trust_domain, iso_utc};

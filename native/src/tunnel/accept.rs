@@ -3,7 +3,7 @@
 //! per source) must have room, and under load (or always, by config) the address is
 //! validated with a stateless Retry first. The handshake's verifier requires exactly
 //! the SPIFFE id of the peer at that address. Streams the peer opens go to deliver.rs.
-use super::{transport, Tunnel};
+use super::{transport, FlowOnTunnel, Tunnel};
 use crate::addr::Endpoint;
 use crate::events::Level;
 use crate::per_source::{PerSource, SourceSlot};
@@ -14,7 +14,7 @@ use crate::tunnel::validity::{iso, now_ms, own_not_after};
 use crate::{app_error, deliver, fields, stats};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// 'under-load' answers with Retry once this many handshakes are in progress.
 const RETRY_WHEN_HANDSHAKING: u64 = 2;
@@ -182,17 +182,37 @@ async fn handshake(
         .clamp(0, 10 * 365 * 86_400) as u64;
     let expiry = tokio::time::sleep(Duration::from_secs(left));
     tokio::pin!(expiry);
+    let mut limit_logged: Option<Instant> = None;
     let reason = loop {
         tokio::select! {
             s = tunnel.conn.accept_bi() => match s {
                 Ok((send, recv)) => {
                     if shared.draining.load(Relaxed) {
-                        let (mut send, mut recv) = (send, recv);
-                        let _ = send.reset(app_error::SHUTDOWN.into());
-                        let _ = recv.stop(app_error::SHUTDOWN.into());
+                        refuse_stream(send, recv, app_error::SHUTDOWN);
                         continue;
                     }
-                    tokio::spawn(deliver::deliver(shared.clone(), peer.clone(), tunnel.clone(), send, recv));
+                    let snap = shared.snapshot.load();
+                    // A connection left to finish its flows after a reload removed (or moved) the peer takes no new one.
+                    if snap.peer_named(&peer.name).is_none_or(|p| p.endpoint.ip() != from.ip()) {
+                        stats::inc(&shared.inbound.denied);
+                        refuse_stream(send, recv, app_error::DENIED);
+                        continue;
+                    }
+                    // tunnel.maxStreams as it is now, over all of this peer's connections.
+                    let max = snap.tunnel.max_streams;
+                    let open = link.open_flows();
+                    if open >= u64::from(max) {
+                        stats::inc(&shared.inbound.limit_hits);
+                        refuse_stream(send, recv, app_error::LIMIT);
+                        if limit_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            limit_logged = Some(Instant::now());
+                            shared.emit(Level::Warn, "inbound", "tunnel.maxStreams reached; the peer's new streams are reset", fields! {"peer" => peer.name, "open" => open, "maxStreams" => max, "limitHits" => shared.inbound.limit_hits.load(Relaxed)});
+                        }
+                        continue;
+                    }
+                    // Counted here, before the task runs, so a burst cannot pass the cap.
+                    let on_tunnel = FlowOnTunnel::new(tunnel.clone());
+                    tokio::spawn(deliver::deliver(shared.clone(), peer.clone(), on_tunnel, send, recv));
                 }
                 Err(e) => break super::describe_close(&e),
             },
@@ -213,9 +233,26 @@ async fn handshake(
     );
 }
 
-/// Closes every connection a peer dialled to us (it was removed from the config).
-pub fn drop_peer(shared: &Shared, name: &str, reason: &str) {
+fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, code: u32) {
+    let _ = send.reset(code.into());
+    let _ = recv.stop(code.into());
+}
+
+/// Closes every connection a peer dialled to us (it was removed from the config): now, or
+/// (`finish`) each once its last flow is done; deliver.rs refuses its new streams meanwhile.
+pub fn drop_peer(
+    shared: &Shared,
+    name: &str,
+    reason: &str,
+    finish: bool,
+    rt: &tokio::runtime::Handle,
+) {
     for t in shared.accepted_link(name).live() {
-        t.conn.close(app_error::SHUTDOWN.into(), reason.as_bytes());
+        if finish {
+            let reason = reason.to_string();
+            rt.spawn(async move { super::close_when_idle(&t, reason.as_bytes()).await });
+        } else {
+            t.conn.close(app_error::SHUTDOWN.into(), reason.as_bytes());
+        }
     }
 }

@@ -34,7 +34,8 @@ pub struct Dialer {
     renew: Notify,
     renew_reason: Mutex<Option<String>>,
     stop: CancellationToken,
-    stop_reason: Mutex<String>,
+    /// Why it stopped, and whether its open flows may finish first (reload.deniedConnections).
+    stop_reason: Mutex<(String, bool)>,
 }
 
 /// How a failed handshake reads in the log: the verifier's refusal when there is one.
@@ -61,7 +62,7 @@ impl Dialer {
             renew: Notify::new(),
             renew_reason: Mutex::new(None),
             stop: shared.stop.child_token(),
-            stop_reason: Mutex::new("daemon stopping".into()),
+            stop_reason: Mutex::new(("daemon stopping".into(), false)),
         });
         rt.spawn(d.clone().run(shared));
         d
@@ -166,9 +167,11 @@ impl Dialer {
         self.renew.notify_one();
     }
 
-    pub fn stop(&self, reason: &str) {
+    /// Ends the dialer: a dial in progress is abandoned; the open connections close now, or
+    /// (`finish`) each once its last flow is done.
+    pub fn stop(&self, reason: &str, finish: bool) {
         if let Ok(mut r) = self.stop_reason.lock() {
-            *r = reason.to_string();
+            *r = (reason.to_string(), finish);
         }
         self.stop.cancel();
     }
@@ -176,7 +179,7 @@ impl Dialer {
     fn stop_reason(&self) -> String {
         self.stop_reason
             .lock()
-            .map(|r| r.clone())
+            .map(|r| r.0.clone())
             .unwrap_or_default()
     }
 
@@ -246,13 +249,22 @@ impl Dialer {
             let max = Duration::from_millis(shared.snapshot.load().tunnel.reconnect_max_ms);
             backoff = (backoff * 2).min(max);
         }
-        let why = self.stop_reason();
-        for t in self.link.live() {
-            t.conn.close(app_error::SHUTDOWN.into(), why.as_bytes());
-            self.link.remove(&t);
-        }
+        let (why, finish) = self
+            .stop_reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        // No new flow takes a tunnel of a stopped dialer.
         self.live.send_replace(None);
         self.with_status(|s| s.state = TunnelState::Stopped);
+        for t in self.link.live() {
+            if finish && !shared.stop.is_cancelled() {
+                super::close_when_idle(&t, why.as_bytes()).await;
+            } else {
+                t.conn.close(app_error::SHUTDOWN.into(), why.as_bytes());
+            }
+            self.link.remove(&t);
+        }
     }
 
     fn up(&self, shared: &Shared, t: &Arc<Tunnel>) -> Instant {
@@ -289,9 +301,11 @@ impl Dialer {
             .connect_with(config, self.peer.endpoint.0, &self.peer.name)
             .map_err(|e| (format!("cannot dial: {e}"), None, false))?;
         let started = Instant::now();
+        // Dropping `connecting` abandons the handshake (quinn closes it).
         let handshake = tokio::select! {
             r = tokio::time::timeout(timeout, connecting) => r,
             _ = self.unreachable.notified() => return Err(("peer unreachable (ICMP: its QUIC port is closed)".into(), None, false)),
+            _ = self.stop.cancelled() => return Err((format!("dial abandoned: {}", self.stop_reason()), None, false)),
         };
         let conn = match handshake {
             Err(_) => {
@@ -322,6 +336,27 @@ impl Dialer {
                 ));
             }
         };
+        // A reload may have removed the peer (or moved it) while the handshake ran.
+        if self.stop.is_cancelled()
+            || shared
+                .snapshot
+                .load()
+                .peer_named(&self.peer.name)
+                .is_none_or(|p| p.endpoint != self.peer.endpoint)
+        {
+            conn.close(app_error::SHUTDOWN.into(), b"peer removed from config");
+            shared.emit(
+                Level::Warn,
+                "tunnel",
+                "tunnel refused: peer removed from config during the handshake",
+                fields! {"peer" => self.peer.name, "role" => "client"},
+            );
+            return Err((
+                "peer removed from config during the handshake".into(),
+                None,
+                false,
+            ));
+        }
         let t = Arc::new(Tunnel::new(conn, id));
         if publish_early {
             self.live.send_replace(Some(t.clone()));
@@ -335,11 +370,17 @@ impl Dialer {
                 }
                 tokio::select! {
                     e = t.conn.closed() => return Err(e),
+                    _ = self.stop.cancelled() => return Err(quinn::ConnectionError::LocallyClosed),
                     _ = tokio::time::sleep(Duration::from_millis(1)) => {}
                 }
             }
         })
         .await;
+        if self.stop.is_cancelled() {
+            let why = self.stop_reason();
+            t.conn.close(app_error::SHUTDOWN.into(), why.as_bytes());
+            return Err((format!("dial abandoned: {why}"), None, false));
+        }
         match confirmed {
             Ok(Ok(())) => {
                 self.link.add(t.clone());
@@ -465,13 +506,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 
 /// The old connection of a renewal closes once its last flow is done.
 async fn retire(shared: Arc<Shared>, peer: String, old: Arc<Tunnel>) {
-    while old.flows.load(Relaxed) > 0 && old.conn.close_reason().is_none() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    old.conn.close(
-        app_error::SHUTDOWN.into(),
-        b"replaced by a newer connection",
-    );
+    super::close_when_idle(&old, b"replaced by a newer connection").await;
     if let Some(d) = shared.dialer(&peer) {
         d.link.remove(&old);
     }

@@ -3,6 +3,8 @@
 //! peer dials us and its flows arrive on the connection we accepted (accept.rs).
 pub mod accept;
 pub mod dial;
+#[cfg(test)]
+mod limits_tests;
 pub mod liveness;
 pub mod probe;
 pub mod socket;
@@ -62,6 +64,14 @@ pub fn describe_close(e: &quinn::ConnectionError) -> String {
         VersionMismatch => "the peer speaks no QUIC version of ours".into(),
         CidsExhausted => "connection IDs exhausted".into(),
     }
+}
+
+/// Closes a connection once its last flow is done (or it closed on its own meanwhile).
+pub async fn close_when_idle(t: &Tunnel, reason: &[u8]) {
+    while t.flows.load(Relaxed) > 0 && t.conn.close_reason().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    t.conn.close(crate::app_error::SHUTDOWN.into(), reason);
 }
 
 /// Counts a flow on its tunnel for as long as it lives (a retiring tunnel waits for zero).
@@ -141,6 +151,14 @@ impl Link {
                 c.datagrams_received += p.datagrams_received;
             }
         }
+    }
+
+    /// Flows open now over these connections (for the receiver, the peer's inbound flows).
+    pub fn open_flows(&self) -> u64 {
+        self.live
+            .lock()
+            .map(|l| l.iter().map(|t| t.flows.load(Relaxed)).sum())
+            .unwrap_or(u64::MAX)
     }
 
     pub fn live(&self) -> Vec<Arc<Tunnel>> {

@@ -13,7 +13,7 @@ mod handshake;
 mod leaf;
 mod refusals;
 
-const TD: &str = "mesh.test";
+pub(crate) const TD: &str = "mesh.test";
 
 // ---- test PKI -------------------------------------------------------------------------
 
@@ -52,19 +52,19 @@ fn uri(s: &str) -> SanType {
     SanType::URI(s.try_into().unwrap())
 }
 
-struct Ca {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
-struct Leaf {
+pub(crate) struct Leaf {
     der: Vec<u8>,
-    cert_pem: String,
-    key_pem: String,
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
 }
 
 impl Ca {
-    fn new(common_name: &str) -> Ca {
+    pub(crate) fn new(common_name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::default();
         p.distinguished_name = cn(common_name);
@@ -76,12 +76,12 @@ impl Ca {
         Ca { cert, key }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         pem("CERTIFICATE", self.cert.der())
     }
 
     /// A host leaf as `qmesh pki issue` makes it, then `tweak` makes it wrong in one way.
-    fn issue(&self, name: &str, tweak: impl FnOnce(&mut CertificateParams)) -> Leaf {
+    pub(crate) fn issue(&self, name: &str, tweak: impl FnOnce(&mut CertificateParams)) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::default();
         p.distinguished_name = cn(name);
@@ -99,7 +99,7 @@ impl Ca {
         }
     }
 
-    fn creds(&self, leaf: &Leaf) -> Credentials {
+    pub(crate) fn creds(&self, leaf: &Leaf) -> Credentials {
         Credentials::from_pem(&self.pem(), &leaf.cert_pem, &leaf.key_pem).unwrap()
     }
 
