@@ -35,6 +35,10 @@ pub struct Shared {
     pub accepted: Mutex<HashMap<String, Arc<Link>>>,
     /// Peers whose tunnels are being probed now (tunnel/liveness.rs).
     pub probing: Mutex<std::collections::HashSet<String>>,
+    /// Crate tests only: this plane may deliver to loopback, where their echo servers
+    /// listen (every listener of a test is an address of this host).
+    #[cfg(test)]
+    pub deliver_to_loopback: AtomicBool,
 }
 
 impl Shared {
@@ -53,6 +57,8 @@ impl Shared {
             dialers: Default::default(),
             accepted: Default::default(),
             probing: Default::default(),
+            #[cfg(test)]
+            deliver_to_loopback: Default::default(),
         }
     }
 

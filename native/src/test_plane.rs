@@ -46,7 +46,7 @@ pub(crate) fn snapshot_json(
         .collect();
     let mut v = json!({
         "node": host.name, "trustDomain": TD, "listenQuic": host.addr().to_string(),
-        "capturePort": 15001, "mark": 0x51e5, "localCidrs": ["127.0.0.0/8"], "peers": peers,
+        "capturePort": 15001, "adminPort": 15000, "mark": 0x51e5, "localCidrs": ["127.0.0.0/8"], "peers": peers,
         "policy": {"default": "allow", "rules": []},
         "tls": {"caPem": ca.pem(), "certPem": host.leaf.cert_pem, "keyPem": host.leaf.key_pem, "resetKeyHex": "ab".repeat(32)},
         "tunnel": {"idleTimeoutMs": 10000, "keepAliveMs": 1000, "connectTimeoutMs": 5000,
@@ -71,6 +71,9 @@ pub(crate) fn start(host: &Host, json: &str) -> Arc<Shared> {
     )
     .unwrap();
     let shared = Arc::new(Shared::new(snap, creds, endpoint));
+    shared
+        .deliver_to_loopback
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(accept::accept_loop(shared.clone()));
     shared.sync_dialers(&tokio::runtime::Handle::current());
     shared
