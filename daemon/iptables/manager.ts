@@ -61,7 +61,7 @@ export class RuleManager {
       const bin = await this.binary(family);
       const states = await this.readAll(bin, fam.chains);
       // The cheap look first; only rules that look right there get the exact (-C per rule) comparison.
-      const differs = structuralDiff(bin, fam.chains, states).length > 0 || (await this.familyDiff(bin, fam.chains)).length > 0;
+      const differs = (await structuralDiff(bin, fam.chains, states)).length > 0 || (await this.familyDiff(bin, fam.chains, states)).length > 0;
       if (differs) await this.restore(bin, installTransaction(fam.chains, (t) => states.get(t)!));
     }
   }
@@ -81,7 +81,7 @@ export class RuleManager {
     const missing: string[] = [];
     for (const fam of this.rules.families) {
       const bin = await this.binary(fam.family);
-      missing.push(...structuralDiff(bin, fam.chains, await this.readAll(bin, fam.chains)));
+      missing.push(...(await structuralDiff(bin, fam.chains, await this.readAll(bin, fam.chains))));
     }
     return { missing };
   }
@@ -94,20 +94,11 @@ export class RuleManager {
   }
 
   /** Every difference between the installed rules of one family and the expected ones (`-S`, then `-C` per rule). */
-  private async familyDiff(bin: string, chains: readonly ChainRules[]): Promise<string[]> {
-    const missing: string[] = [];
-    const states = await this.readAll(bin, chains);
-    for (const c of chains) {
-      const state = states.get(c.table)!;
-      const where = `${bin} ${c.table} ${c.chain}`;
-      if (!state.chains.has(c.chain)) {
-        missing.push(`${where}: chain does not exist`, `${bin} ${c.table} ${c.builtin}: jump to ${c.chain} is missing`);
-        continue;
-      }
-      missing.push(...(await this.chainDiff(bin, c, state)).map((d) => `${where}: ${d}`));
-      missing.push(...(await this.jumpDiff(bin, c, state)).map((d) => `${bin} ${c.table} ${c.builtin}: ${d}`));
-    }
-    return missing;
+  private async familyDiff(bin: string, chains: readonly ChainRules[], states?: ReadonlyMap<TableName, TableState>): Promise<string[]> {
+    return eachChain(bin, chains, states ?? (await this.readAll(bin, chains)), async (c, state, where) => [
+      ...(await this.chainDiff(bin, c, state)).map((d) => `${where}: ${d}`),
+      ...(await this.jumpDiff(bin, c, state)).map((d) => `${bin} ${c.table} ${c.builtin}: ${d}`),
+    ]);
   }
 
   /** Removes the qmesh chains of one family in one transaction. `required`: the family is configured, so its binary must exist. */
@@ -196,8 +187,13 @@ export class RuleManager {
 
 const FAMILIES: readonly Family[] = [4, 6];
 
-/** drift()'s comparison, on `-S` output already read: chains, rule comments in order, one jump at the head. */
-function structuralDiff(bin: string, chains: readonly ChainRules[], states: ReadonlyMap<TableName, TableState>): string[] {
+/** Runs `compare` on each chain that exists; a missing chain is reported as such (with its jump). */
+async function eachChain(
+  bin: string,
+  chains: readonly ChainRules[],
+  states: ReadonlyMap<TableName, TableState>,
+  compare: (c: ChainRules, state: TableState, where: string) => Promise<string[]> | string[],
+): Promise<string[]> {
   const missing: string[] = [];
   for (const c of chains) {
     const state = states.get(c.table)!;
@@ -206,6 +202,15 @@ function structuralDiff(bin: string, chains: readonly ChainRules[], states: Read
       missing.push(`${where}: chain does not exist`, `${bin} ${c.table} ${c.builtin}: jump to ${c.chain} is missing`);
       continue;
     }
+    missing.push(...(await compare(c, state, where)));
+  }
+  return missing;
+}
+
+/** drift()'s comparison, on `-S` output already read: rule comments in order, one jump at the head. */
+function structuralDiff(bin: string, chains: readonly ChainRules[], states: ReadonlyMap<TableName, TableState>): Promise<string[]> {
+  return eachChain(bin, chains, states, (c, state, where) => {
+    const missing: string[] = [];
     const have = state.rulesOf(c.chain).map((r) => savedComment(r.tokens));
     const want = c.rules.map(commentOf);
     if (have.length !== want.length || have.some((h, i) => h !== want[i])) {
@@ -215,8 +220,8 @@ function structuralDiff(bin: string, chains: readonly ChainRules[], states: Read
     if (jumps.length !== 1 || jumps[0]!.position !== 1 || savedComment(jumps[0]!.tokens) !== commentOf(c.jump)) {
       missing.push(`${bin} ${c.table} ${c.builtin}: ${jumps.length === 0 ? `jump to ${c.chain} is missing` : `jump to ${c.chain} is not exactly once at the head`}`);
     }
-  }
-  return missing;
+    return missing;
+  });
 }
 
 /** Rules of the built-in chain that jump into c.chain, in position order. */
