@@ -77,7 +77,8 @@ export function likelyFix(result: CommandResult): string {
 
 /** Throws QmeshError(QMESH_ERR_IPTABLES) naming the command, its stderr and a likely fix. */
 export function commandFailed(argv: readonly string[], result: CommandResult): never {
-  const stderr = result.stderr.trim() || '(no output)';
+  // One line, as every qmesh error is: iptables-restore reports over several.
+  const stderr = result.stderr.trim().replace(/\s*\n\s*/g, ' | ') || '(no output)';
   throw new QmeshError(
     ErrorCodes.IPTABLES,
     `\`${formatCommand(argv)}\` failed (exit ${result.code}): ${stderr}; likely fix: ${likelyFix(result)}`,

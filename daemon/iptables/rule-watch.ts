@@ -29,8 +29,10 @@ export interface RuleWatchTarget {
   readonly intervalMs: number;
 }
 
-/** A fresh look is at most this old when /healthz answers. */
+/** /healthz looks again when the last look is older than this, */
 const HEALTHZ_MAX_AGE_MS = 1_000;
+/** and waits this long for that look at most. */
+const HEALTHZ_WAIT_MS = 300;
 
 export class RuleWatch {
   private timer: NodeJS.Timeout | null = null;
@@ -66,10 +68,18 @@ export class RuleWatch {
     }
   }
 
-  /** For /healthz: looks again unless the last look is fresh; returns what it found. */
+  /**
+   * For /healthz: looks again unless the last look is fresh, waiting for it at most
+   * HEALTHZ_WAIT_MS (a loaded host or a reload in progress must not slow the probe;
+   * the look still finishes and the next probe sees it); returns the latest state.
+   */
   async fresh(): Promise<RuleHealth> {
     const at = this.state.checkedAt?.getTime() ?? 0;
-    if (Date.now() - at > HEALTHZ_MAX_AGE_MS) await this.look();
+    if (Date.now() - at > HEALTHZ_MAX_AGE_MS) {
+      let timer: NodeJS.Timeout | undefined;
+      const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, HEALTHZ_WAIT_MS)));
+      await Promise.race([this.look(), waited]).finally(() => clearTimeout(timer));
+    }
     return this.state;
   }
 

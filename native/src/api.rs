@@ -42,6 +42,7 @@ impl DataPlane {
         let _ = sock.set_recv_buffer_size(4 << 20);
         let _ = sock.set_send_buffer_size(4 << 20);
         let tcp = capture::bind(snap.capture_port).map_err(|e| err("QMESH_ERR_LISTEN", e))?;
+        crate::own_address::open_probes();
         let rt = tokio::runtime::Builder::new_multi_thread()
             // Two workers: on these 2-core machines one and two measured the same (S3, S6, S7).
             .worker_threads(2)

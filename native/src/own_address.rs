@@ -10,9 +10,9 @@
 //! address; then the interface list (getifaddrs) decides instead.
 use crate::addr::{canonical, Endpoint};
 use socket2::{Domain, SockAddr, Socket, Type};
-use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 /// How a destination was found to be (or not be) the host's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,28 +89,74 @@ pub fn is_own(ip: IpAddr) -> io::Result<(bool, Method)> {
     Ok((true, Method::Bind))
 }
 
+/// One unbound UDP socket per family, shared: a failed bind leaves it unbound, so the
+/// common case (a function address) costs one bind(), not socket+bind+close. Opened at
+/// start (`open_probes`) so the daemon's descriptor count does not grow with its first
+/// flows. A socket answers for the namespace it was made in: the daemon's, the host's.
+static PROBES: Mutex<[Option<Socket>; 2]> = Mutex::new([None, None]);
+
+#[cfg(test)]
 thread_local! {
-    /// One unbound UDP socket per family and thread: a failed bind leaves it unbound, so
-    /// the common case (a function address) costs one bind(), not socket+bind+close. A socket
-    /// answers for the namespace it was made in: the daemon's threads all share the host's.
-    static PROBES: RefCell<[Option<Socket>; 2]> = const { RefCell::new([None, None]) };
+    /// Crate tests that setns into another namespace probe with sockets of their own.
+    pub(crate) static PRIVATE_PROBES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Opens the probe sockets now (a family the host lacks is opened on first use, or not).
+pub fn open_probes() {
+    for slot in 0..2 {
+        if let Ok(sock) = probe_socket(slot) {
+            put_back(slot, sock);
+        }
+    }
+}
+
+fn probe_socket(slot: usize) -> io::Result<Socket> {
+    let domain = if slot == 0 {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    Socket::new(domain, Type::DGRAM, None)
+}
+
+/// Returns an unbound socket to its slot; a second one (two flows probed at once) is closed.
+fn put_back(slot: usize, sock: Socket) {
+    if let Ok(mut p) = PROBES.lock() {
+        if p[slot].is_none() {
+            p[slot] = Some(sock);
+        }
+    }
 }
 
 /// Binds a UDP socket to (ip, 0): Ok(false) on EADDRNOTAVAIL (not local), other errors pass up.
 fn bind_succeeds(ip: IpAddr) -> io::Result<bool> {
-    let addr = SocketAddr::new(ip, 0);
     let slot = usize::from(ip.is_ipv6());
-    let sock = match PROBES.with_borrow_mut(|p| p[slot].take()) {
+    #[cfg(test)]
+    if PRIVATE_PROBES.get() {
+        return bind_probe(&probe_socket(slot)?, ip);
+    }
+    let taken = PROBES.lock().ok().and_then(|mut p| p[slot].take());
+    let sock = match taken {
         Some(s) => s,
-        None => Socket::new(Domain::for_address(addr), Type::DGRAM, None)?,
+        None => probe_socket(slot)?,
     };
-    match sock.bind(&SockAddr::from(addr)) {
-        // Now bound: dropped, a fresh one next time.
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
-            PROBES.with_borrow_mut(|p| p[slot] = Some(sock));
-            Ok(false)
+    let bound = bind_probe(&sock, ip);
+    if let Ok(true) = bound {
+        // Now bound, so closed; a fresh one keeps the count of descriptors the same.
+        drop(sock);
+        if let Ok(fresh) = probe_socket(slot) {
+            put_back(slot, fresh);
         }
+    } else {
+        put_back(slot, sock); // still unbound
+    }
+    bound
+}
+
+fn bind_probe(sock: &Socket, ip: IpAddr) -> io::Result<bool> {
+    match sock.bind(&SockAddr::from(SocketAddr::new(ip, 0))) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(false),
         Err(e) => Err(e),
     }
 }

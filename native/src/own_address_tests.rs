@@ -179,7 +179,9 @@ fn addresses_added_later_and_nonlocal_bind_in_a_netns() {
     let name = ns.0.clone();
     let r = std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
-        // setns moves only this thread; the probes below run in it.
+        // setns moves only this thread; the probes below run in it, on sockets of their own
+        // (the shared probe sockets belong to the test process's namespace).
+        super::PRIVATE_PROBES.set(true);
         let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
         assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
         let gw: IpAddr = "198.19.2.1".parse().unwrap();

@@ -89,8 +89,16 @@ describe('case 13: capture completeness', () => {
     };
     const failRedirect = (tool: string): string =>
       `case "$*" in *REDIRECT*) echo "${tool}: simulated failure: No chain/target/match by that name." >&2; exit 1;; esac\nexec /usr/sbin/${tool} "$@"`;
+    // Rules are written in one iptables-restore transaction: it fails at the first REDIRECT line.
+    const failRedirectRestore = (tool: string): string =>
+      `input=$(cat)\nline=$(printf '%s\\n' "$input" | grep -n REDIRECT | head -1 | cut -d: -f1)\n` +
+      `if [ -n "$line" ]; then echo "${tool}: simulated failure: No chain/target/match by that name." >&2; echo "Error occurred at line: $line" >&2; exit 1; fi\n` +
+      `printf '%s\\n' "$input" | exec /usr/sbin/${tool} "$@"`;
     const noIp6 = (tool: string): string => `echo "${tool}: simulated: not installed" >&2\nexit 127`;
-    const v4Bin = fakeBin('fake-v4', { iptables: failRedirect('iptables'), 'iptables-nft': failRedirect('iptables-nft') });
+    const v4Bin = fakeBin('fake-v4', {
+      iptables: failRedirect('iptables'), 'iptables-nft': failRedirect('iptables-nft'),
+      'iptables-restore': failRedirectRestore('iptables-restore'), 'iptables-nft-restore': failRedirectRestore('iptables-nft-restore'),
+    });
     const v6Bin = fakeBin('fake-v6', { ip6tables: noIp6('ip6tables'), 'ip6tables-nft': noIp6('ip6tables-nft'), 'ip6tables-legacy': noIp6('ip6tables-legacy') });
     await mesh.stopDaemon(h1);
     const run = (config: string, bin: string): Promise<any> =>
@@ -111,7 +119,7 @@ describe('case 13: capture completeness', () => {
       expect(r.timedOut).toBe(false);
       expect(r.code).not.toBe(0);
     }
-    expect(lastLine(v4)).toMatch(/^qmesh: QMESH_ERR_IPTABLES: .*REDIRECT.*simulated failure/);
+    expect(lastLine(v4)).toMatch(/^qmesh: QMESH_ERR_IPTABLES: `iptables(-nft)?-restore .*simulated failure.*input line: -A QMESH_PREROUTING .*REDIRECT/);
     expect(lastLine(v6)).toMatch(/^qmesh: QMESH_ERR_IPTABLES: .*ip6tables/);
   }, 90_000);
 });
