@@ -170,6 +170,12 @@ describe('certificate rotation (file watcher, make-before-break)', () => {
       20_000,
       'the tunnel closes at expiry',
     );
+    // Both tunnels between them rest on h2's certificate and each end closes its own at notAfter:
+    // wait until host-1 holds neither (the one h2 dialled may close a moment after the other).
+    await waitFor(async () => {
+      const p = (await mesh.status(h1)).peers.find((x: any) => x.name === h2.name);
+      return (p.outbound.state !== 'up' && p.inbound.state !== 'up') || undefined;
+    }, 10_000, 'host-1 holds no tunnel to host-2');
     const request = () => fnClient(mesh, h1.functions[0]!.ns, 'rpc', { ip: h2.functions[0]!.ip, port: RPC_PORT, requestBytes: 10, timeoutMs: 10_000 });
     const refused = await request();
     expect(refused.error).not.toBeNull();

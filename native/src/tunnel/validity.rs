@@ -27,12 +27,14 @@ pub fn expiry(shared: &Shared, t: &Tunnel) -> (Instant, Instant) {
         (t.peer.not_after_unix, t.peer.not_before_unix)
     };
     let margin = ((end - start).max(0) / 10).min(300);
-    let now_unix = (now_ms() / 1000) as i64;
-    let at = |unix: i64| {
+    let now = now_ms() as i64;
+    let at = |unix_ms: i64| {
         Instant::now()
-            + Duration::from_secs(unix.saturating_sub(now_unix).clamp(0, 10 * 365 * 86_400) as u64)
+            + Duration::from_millis((unix_ms - now).clamp(0, 10 * 365 * 86_400_000) as u64)
     };
-    (at(end - margin), at(end))
+    // A certificate is valid through the whole second of its notAfter (identity/leaf.rs, as
+    // the handshake checks it): the tunnel closes the moment a new handshake would be refused.
+    (at((end - margin) * 1000), at((end + 1) * 1000))
 }
 
 /// A Unix time as the logs print it (JavaScript's toISOString).
