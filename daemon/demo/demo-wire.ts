@@ -38,7 +38,7 @@ export function findProgram(name: string): string | undefined {
     const candidate = path.join(dir, name);
     try {
       fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
+      if (fs.statSync(candidate).isFile()) return candidate;
     } catch {
       // Not here.
     }

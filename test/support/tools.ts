@@ -3,29 +3,12 @@
 // that lacks some of them. In CI, `.ci/run` sets QMESH_TEST_REQUIRE_TOOLS=1: there a
 // missing program is a fault of .ci/run, and the check throws instead of skipping, so a
 // green CI cannot hide a test that never ran.
-import fs from 'node:fs';
-import path from 'node:path';
+import { findProgram } from '../../daemon/demo/demo-wire.js';
 
 /** True when a missing tool must fail the test run (set by .ci/run). */
 export const REQUIRE_TOOLS = process.env.QMESH_TEST_REQUIRE_TOOLS === '1';
 
 const warned = new Set<string>();
-
-/** The absolute path of program `name` on PATH (or in the sbin/bin dirs), or undefined. */
-export function findTool(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
-  for (const dir of dirs) {
-    if (!dir) continue;
-    const candidate = path.join(dir, name);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      if (fs.statSync(candidate).isFile()) return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /**
  * The path of program `name`, or undefined where it is missing and tests may skip.
@@ -34,7 +17,7 @@ export function findTool(name: string): string | undefined {
  * which tests skip and why.
  */
 export function requireTool(name: string, debianPackage: string): string | undefined {
-  const found = findTool(name);
+  const found = findProgram(name);
   if (found !== undefined) return found;
   if (REQUIRE_TOOLS) {
     throw new Error(`tool ${name} is missing; .ci/run must install it (package ${debianPackage}) — QMESH_TEST_REQUIRE_TOOLS=1 turns this skip into a failure`);
