@@ -11,7 +11,6 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../../daemon/demo/mesh.js';
 import { loadConfig, type Config } from '../../daemon/config/load.js';
@@ -19,9 +18,9 @@ import { RuleManager } from '../../daemon/iptables/manager.js';
 import { Cidr } from '../../daemon/policy/cidr.js';
 import { daemonOf, destroyMesh, logOf, outboundState, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { FnServer, fnClient, plaintextMarker, sleep, waitFor } from '../support/fn-net.js';
+import { unitDirective } from '../support/unit-file.js';
 import { WireCapture } from '../support/wire-capture.js';
 
-const UNIT = fileURLToPath(new URL('../../systemd/qmesh.service', import.meta.url));
 const CHECK_MS = 1_000;
 const RPC_PORT = 7301;
 const ECHO_PORT = 7302;
@@ -34,9 +33,7 @@ let h3: HostInfo;
 let stubDir: string;
 let failFlag: string;
 
-/** `Key=value` lines of the unit, in order. */
-const unitValues = (key: string): string[] =>
-  [...fs.readFileSync(UNIT, 'utf8').matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]!);
+const unitValues = unitDirective;
 
 /** setpriv argv dropping to the unit's User=, CapabilityBoundingSet=, AmbientCapabilities= and NoNewPrivileges=. */
 function asTheUnit(): { wrap: string[]; env: NodeJS.ProcessEnv } {

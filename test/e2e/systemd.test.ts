@@ -8,14 +8,13 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from '../../daemon/demo/mesh.js';
 import { destroyMesh, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { waitFor, withTimeout } from '../support/fn-net.js';
 import { skipUnlessTool } from '../support/tools.js';
+import { UNIT_FILE, unitDirective } from '../support/unit-file.js';
 
-const UNIT = fileURLToPath(new URL('../../systemd/qmesh.service', import.meta.url));
 const TEST_MS = 30_000;
 /** The daemon's default drain.graceMs: systemd must wait longer than that on stop. */
 const DRAIN_GRACE_MS = 30_000;
@@ -115,8 +114,8 @@ describe('systemd readiness (Type=notify)', () => {
 });
 
 describe('systemd/qmesh.service', () => {
-  const unit = fs.readFileSync(UNIT, 'utf8');
-  const directive = (key: string): string[] => [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]!);
+  const unit = fs.readFileSync(UNIT_FILE, 'utf8');
+  const directive = unitDirective;
 
   it('is Type=notify for the main process, reloads with SIGHUP and waits longer than the drain on stop', () => {
     expect(directive('Type')).toEqual(['notify']);
@@ -148,7 +147,7 @@ describe('systemd/qmesh.service', () => {
   }, TEST_MS);
 
   it.skipIf(!analyze)(`has a systemd-analyze security exposure of at most ${MAX_EXPOSURE}`, () => {
-    const r = spawnSync('systemd-analyze', ['security', '--offline=true', '--no-pager', UNIT], { encoding: 'utf8', timeout: 20_000 });
+    const r = spawnSync('systemd-analyze', ['security', '--offline=true', '--no-pager', UNIT_FILE], { encoding: 'utf8', timeout: 20_000 });
     const score = /Overall exposure level for qmesh\.service: (\d+(?:\.\d+)?)/.exec(r.stdout);
     expect(score, r.stdout + r.stderr).not.toBeNull();
     expect(Number(score![1])).toBeLessThanOrEqual(MAX_EXPOSURE);

@@ -4,10 +4,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../daemon/config/load.js';
 import { schema } from '../../daemon/config/schema.js';
+import { unitDirective } from '../support/unit-file.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmesh-dangerous-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -132,8 +132,7 @@ describe('drain grace against the stop timeout', () => {
   });
 
   it('the shipped unit\'s TimeoutStopSec equals the default of drain.stopTimeoutMs', () => {
-    const unit = fs.readFileSync(fileURLToPath(new URL('../../systemd/qmesh.service', import.meta.url)), 'utf8');
-    const m = /^TimeoutStopSec=(\d+)s$/m.exec(unit);
+    const m = /^(\d+)s$/.exec(unitDirective('TimeoutStopSec')[0] ?? '');
     expect(m, 'TimeoutStopSec=<n>s in systemd/qmesh.service').not.toBeNull();
     expect(Number(m![1]) * 1000).toBe((schema.drain as any).stopTimeoutMs?.default);
   });
