@@ -85,9 +85,9 @@ export function commandFailed(argv: readonly string[], result: CommandResult): n
   );
 }
 
-/** Runs argv (with `input` on stdin) and returns stdout, or throws commandFailed. */
-export async function runOrThrow(runner: CommandRunner, argv: readonly string[], input?: string): Promise<string> {
-  const result = await runner.run(argv, input);
+/** Runs argv and returns stdout, or throws commandFailed. */
+export async function runOrThrow(runner: CommandRunner, argv: readonly string[]): Promise<string> {
+  const result = await runner.run(argv);
   if (result.code !== 0) commandFailed(argv, result);
   return result.stdout;
 }

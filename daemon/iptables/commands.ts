@@ -1,5 +1,5 @@
-// The argv of every iptables command qmesh runs, and the same commands as a
-// paste-able sh script (RuleManager.print()). Receives a RuleSet from rules.ts
+// The argv of every iptables command qmesh runs, and the rules as a paste-able
+// sh script of single commands (RuleManager.print()). Receives a RuleSet from rules.ts
 // and binary names from backend.ts; manager.ts runs what these build.
 import type { Family } from '../policy/cidr.js';
 import { formatCommand } from './command-runner.js';
@@ -18,25 +18,21 @@ export const cmd = {
   list: (bin: string, table: TableName): string[] => [...base(bin, table), '-S'],
   create: (bin: string, c: ChainRules): string[] => [...base(bin, c.table), '-N', c.chain],
   flush: (bin: string, table: TableName, chain: string): string[] => [...base(bin, table), '-F', chain],
-  destroy: (bin: string, table: TableName, chain: string): string[] => [...base(bin, table), '-X', chain],
   append: (bin: string, c: ChainRules, spec: readonly string[]): string[] => [...base(bin, c.table), '-A', c.chain, ...spec],
   checkRule: (bin: string, c: ChainRules, spec: readonly string[]): string[] => [...base(bin, c.table), '-C', c.chain, ...spec],
   checkJump: (bin: string, c: ChainRules): string[] => [...base(bin, c.table), '-C', c.builtin, ...c.jump],
   insertJump: (bin: string, c: ChainRules): string[] => [...base(bin, c.table), '-I', c.builtin, '1', ...c.jump],
   restore: (restoreBin: string): string[] => [restoreBin, '-w', String(LOCK_WAIT_SECONDS), '--noflush'],
-  deleteRule: (bin: string, table: TableName, chain: string, spec: readonly string[]): string[] => [
-    ...base(bin, table), '-D', chain, ...spec,
-  ],
 };
 
 const FAMILY_LABEL: Record<Family, string> = { 4: 'IPv4', 6: 'IPv6' };
 
 /**
- * One sh command per line, in the order apply() runs them on a host, written so
- * that pasting the script twice leaves the same rules as pasting it once:
- * `-N` falls back to `-F` when the chain exists, a jump is inserted only when
- * `-C` does not find it. (apply() also skips refilling chains that already hold
- * exactly the right rules, and repairs duplicated or displaced jumps.)
+ * apply()'s rules as single commands, one sh command per line, for an operator to
+ * read or paste, written so that pasting the script twice leaves the same rules as
+ * pasting it once: `-N` falls back to `-F` when the chain exists, a jump is inserted
+ * only when `-C` does not find it. (apply() itself writes the same rules in one
+ * iptables-restore transaction per family, restore.ts, and also removes stale jumps.)
  */
 export function renderScript(rules: RuleSet, binaryOf: (family: Family) => string): string {
   const out: string[] = [

@@ -132,7 +132,7 @@ export class RuleManager {
     commandFailed(argv, bad === undefined ? result : { ...result, stderr: `${result.stderr.trim()} (input line: ${bad})` });
   }
 
-  /** The commands apply() runs, as a sh script; see commands.ts for the format. */
+  /** The rules apply() installs, as a sh script of single commands; see commands.ts for the format. */
   print(): string {
     return renderScript(this.rules, (family) => this.binaries.get(family) ?? binaryName(family, this.backendChosen));
   }

@@ -7,7 +7,7 @@ import type { TableState } from './table-state.js';
 import { targetOf } from './table-state.js';
 
 /** Tables in commit order: filter first, so the fail-closed drops are in place before capture changes. */
-export const TABLE_ORDER: readonly TableName[] = ['filter', 'nat'];
+const TABLE_ORDER: readonly TableName[] = ['filter', 'nat'];
 
 /** The restore binary beside an iptables binary: iptables-nft → iptables-nft-restore, ip6tables → ip6tables-restore. */
 export function restoreBinary(bin: string): string {
