@@ -146,11 +146,7 @@ pub(crate) fn client(ca: &Ca, host: &Host, server: &str, cert_delay: Duration) -
         ));
     }
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     let udp = host.udp.try_clone().unwrap();
     let endpoint = {
         let _on = rt.enter();
@@ -224,11 +220,7 @@ pub(crate) fn slow_server(ca: &Ca, host: &Host, client: &str, cert_delay: Durati
     tls.cert_resolver = Arc::new(SlowServerCert(tls.cert_resolver.clone(), cert_delay));
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
     let config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     let udp = host.udp.try_clone().unwrap();
     let (tx, outcomes) = tokio::sync::mpsc::unbounded_channel();
     let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -254,4 +246,13 @@ pub(crate) fn slow_server(ca: &Ca, host: &Host, client: &str, cert_delay: Durati
         arrived,
         rt: Some(rt),
     }
+}
+
+/// A runtime of its own for a test peer, so its handshakes do not share the node's workers.
+fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }
