@@ -14,6 +14,7 @@ import { MetricsRegistry } from './admin/metrics.js';
 import { sampleDaemon } from './admin/metrics-sample.js';
 import { ExpiryWatch } from './identity/expiry-watch.js';
 import { DataPlane } from './dataplane/data-plane.js';
+import type { EtcdMembership } from './membership/membership.js';
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
 const sameRules = (a: RuleManager, b: RuleManager): boolean => JSON.stringify(a.rules.families) === JSON.stringify(b.rules.families);
@@ -21,6 +22,8 @@ const sameRules = (a: RuleManager, b: RuleManager): boolean => JSON.stringify(a.
 export interface DaemonDeps {
   /** null: this daemon neither applies nor watches iptables rules (tests that bring their own). */
   readonly rules?: null;
+  /** membership.source "etcd": its session, already started (cli/run.ts); stopped at the end of the drain. */
+  readonly membership?: EtcdMembership | null;
 }
 
 export class Daemon {
@@ -142,6 +145,11 @@ export class Daemon {
     return run;
   }
 
+  /** The etcd membership (for /status and /metrics), or null with membership.source "file". */
+  get membership(): EtcdMembership | null {
+    return this.deps.membership ?? null;
+  }
+
   /** The rules' health as /healthz, /status and /metrics report it; null when this daemon does not watch rules. */
   rulesHealth(): RuleHealth | null {
     return this.ruleWatch?.health() ?? null;
@@ -192,6 +200,9 @@ export class Daemon {
     this.ready = false;
     const result = this.dataPlane ? await this.dataPlane.drainAndStop(graceMs) : { unfinished: 0 };
     this.dataPlane = null;
+    // After the drain, not before: peers drop a host that leaves the membership, and with
+    // reload.deniedConnections "close" they would reset the connections it is draining.
+    await this.membership?.stop();
     this.ruleWatch?.stop();
     this.expiry.stop();
     await this.admin?.stop();

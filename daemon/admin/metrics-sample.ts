@@ -32,5 +32,12 @@ export function sampleDaemon(d: Daemon): MetricsSample {
     inbound: stats ? stats.inbound : null,
     quic: stats ? stats.quic : null,
     rules: d.rulesHealth(),
+    membership: membershipOf(d),
   };
+}
+
+function membershipOf(d: Daemon): MetricsSample['membership'] {
+  const m = d.membership?.status();
+  if (!m) return null;
+  return { ageSeconds: m.ageSeconds, watching: m.watching, registered: m.registered, admitted: m.admitted.length, refused: m.refused.length };
 }

@@ -18,6 +18,17 @@ export interface StatusDocument {
   capture: { accepted: number; refused: number; deniedByPolicy?: number; active: number } | null;
   inbound: { accepted: number; denied: number; deniedByPolicy?: number; connectFailed: number; active: number } | null;
   rules?: { ok: boolean; missing: string[]; error: string | null } | null;
+  membership?: { source: 'file'; peers: number } | { source: 'etcd'; ageSeconds: number | null; fromCache: boolean; watching: boolean; registered: boolean; revision: string; prefix: string; admitted: string[]; refused: Array<{ key: string; reason: string }> };
+}
+
+function membershipLine(m: NonNullable<StatusDocument['membership']>): string[] {
+  if (m.source === 'file') return [`membership: file, ${m.peers} peer(s)`];
+  const age = m.ageSeconds === null ? 'never read from etcd' : m.ageSeconds === 0 ? 'current' : `${formatDuration(m.ageSeconds)} old`;
+  const state = [m.fromCache ? 'from the cache' : `revision ${m.revision}`, m.watching ? 'watching' : 'NOT WATCHING', m.registered ? 'registered' : 'NOT REGISTERED'].join(', ');
+  const lines = [`membership: etcd ${m.prefix}, ${m.admitted.length} peer(s), ${age} (${state})`];
+  if (m.ageSeconds !== 0) lines.push('WARNING: etcd is not confirming the membership; the last one stays in force (README "Membership", runbook)');
+  for (const r of m.refused) lines.push(`WARNING: etcd entry ${r.key} refused: ${r.reason}`);
+  return lines;
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -50,6 +61,7 @@ export function renderStatus(s: StatusDocument): string {
   const byPolicy = (n: number | undefined): string => (n === undefined ? '' : `, ${n} denied by policy`);
   if (s.capture) lines.push(`capture: ${s.capture.accepted} accepted, ${s.capture.refused} refused${byPolicy(s.capture.deniedByPolicy)}, ${s.capture.active} open`);
   if (s.inbound) lines.push(`inbound: ${s.inbound.accepted} delivered, ${s.inbound.denied} denied${byPolicy(s.inbound.deniedByPolicy)}, ${s.inbound.connectFailed} connect failed, ${s.inbound.active} open`);
+  if (s.membership) lines.push(...membershipLine(s.membership));
   if (s.rules && !s.rules.ok) {
     lines.push(`WARNING: iptables rules ${s.rules.error ? `cannot be read: ${s.rules.error}` : `drifted: ${s.rules.missing.join('; ')}`}`);
   }

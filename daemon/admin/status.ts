@@ -58,6 +58,7 @@ export function buildStatus(d: Daemon): unknown {
     // Connections held (handshaking or up) and what the listener refused: what an Initial flood would grow.
     quic: stats ? { ...stats.quic } : null,
     rules: rulesOf(d),
+    membership: d.membership ? d.membership.status() : { source: 'file', peers: config.peers.length },
   };
 }
 

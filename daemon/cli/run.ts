@@ -2,7 +2,9 @@
 // and SIGINT drain and exit 0 (also when the grace period had to reset some); SIGHUP,
 // or a change of the config file or its certificate files on disk (config/watch.ts),
 // re-reads them and reloads (Daemon.reload; a bad file is refused and logged, the old
-// config runs on).
+// config runs on). With membership.source "etcd", the peers come from etcd as well
+// (membership/): the first read happens before the daemon starts, and every change
+// after it is a reload of the last file config with the new entries.
 // Under systemd (NOTIFY_SOCKET set) it reports READY=1 once started and
 // STOPPING=1 when a stop begins (admin/systemd-notify.ts).
 // An unexpected exception is a bug: it is logged and the process exits 1 so
@@ -12,11 +14,20 @@ import { Daemon } from '../daemon.js';
 import { createLogger } from '../log.js';
 import { SystemdNotifier } from '../admin/systemd-notify.js';
 import { contentHash, FileWatcher } from '../config/watch.js';
+import { EtcdMembership } from '../membership/membership.js';
+
+type Trigger = 'SIGHUP' | 'file change' | 'membership change';
+/** A pending reload of a higher rank covers one of a lower rank. */
+const RANK: Record<Trigger, number> = { SIGHUP: 2, 'file change': 1, 'membership change': 0 };
 
 export async function runCommand(file: string): Promise<void> {
   const config = loadConfig(file, process.env);
   const log = createLogger(config.log.level);
-  const daemon = new Daemon(config, log);
+  const membership = config.membership.source === 'etcd' ? new EtcdMembership(config, log.child({ component: 'membership' })) : null;
+  if (membership) await membership.start();
+  // The file's config of the config in force: a membership change is applied on top of it.
+  let fileConfig = config;
+  const daemon = new Daemon(membership ? membership.configFor(config) : config, log, { membership });
   const systemd = new SystemdNotifier(process.env.NOTIFY_SOCKET, log.child({ component: 'systemd' }));
   const crash = (err: unknown): void => {
     log.fatal({ err: (err as Error)?.stack ?? String(err) }, 'unexpected error; exiting');
@@ -49,26 +60,36 @@ export async function runCommand(file: string): Promise<void> {
   const watchedFiles = (): string[] => [config.file, daemon.config.tls.ca, daemon.config.tls.cert, daemon.config.tls.key];
   let lastHash = contentHash(watchedFiles());
   let reloading: Promise<void> | null = null;
-  let again: 'SIGHUP' | 'file change' | null = null;
-  const reload = (trigger: 'SIGHUP' | 'file change'): void => {
+  let again: Trigger | null = null;
+  // Set by every change of etcd's entries, cleared by any reload (each one admits the entries of the moment).
+  let membershipPending = false;
+  const reload = (trigger: Trigger): void => {
     if (stopping || !daemon.ready) return;
     if (reloading) {
-      if (again !== 'SIGHUP') again = trigger;
+      if (!again || RANK[trigger] > RANK[again]) again = trigger;
       return;
     }
     const hash = contentHash(watchedFiles());
     if (trigger === 'file change' && hash === lastHash) {
       log.debug({ file: config.file }, 'files touched but their content is unchanged; nothing to reload');
-      return;
+      if (!membershipPending) return;
+      trigger = 'membership change';
     }
-    lastHash = hash;
-    log.info({ file: config.file, trigger }, `${trigger}: reloading configuration`);
-    systemd.reloading('reloading configuration');
+    membershipPending = false;
+    if (trigger === 'membership change') {
+      log.info({ trigger }, 'membership changed: reloading with the file\'s configuration in force');
+    } else {
+      lastHash = hash;
+      log.info({ file: config.file, trigger }, `${trigger}: reloading configuration`);
+      systemd.reloading('reloading configuration');
+    }
     reloading = (async () => {
       try {
-        const result = await daemon.reload(loadConfig(file, process.env));
+        const nextFile = trigger === 'membership change' ? fileConfig : loadConfig(file, process.env);
+        const result = await daemon.reload(membership ? membership.configFor(nextFile) : nextFile);
         // The new config may name other certificate files; the hash covers what was just read.
         if (result.ok) {
+          fileConfig = nextFile;
           watcher.watch(watchedFiles());
           lastHash = contentHash(watchedFiles());
         }
@@ -77,14 +98,16 @@ export async function runCommand(file: string): Promise<void> {
       }
     })().finally(() => {
       reloading = null;
-      if (!stopping) systemd.ready(`ready: ${daemon.config.peers.length} peer(s)`);
-      if (again) {
-        const next = again;
-        again = null;
-        reload(next);
-      }
+      if (!stopping && trigger !== 'membership change') systemd.ready(`ready: ${daemon.config.peers.length} peer(s)`);
+      const next = again ?? (membershipPending ? 'membership change' : null);
+      again = null;
+      if (next) reload(next);
     });
   };
+  membership?.onChange(() => {
+    membershipPending = true;
+    reload('membership change');
+  });
   const watcher = new FileWatcher(() => daemon.config.reload.debounceMs, () => {
     if (daemon.config.reload.watch) reload('file change');
   }, log.child({ component: 'reload' }));
@@ -92,6 +115,7 @@ export async function runCommand(file: string): Promise<void> {
   try {
     await daemon.start();
     watcher.watch(watchedFiles());
+    if (membershipPending) reload('membership change'); // changed while the daemon started
     if (!stopping) systemd.ready(`ready: ${config.peers.length} peer(s)`);
   } catch (err) {
     log.error({ err: String((err as Error).message ?? err) }, 'start failed');

@@ -6,6 +6,7 @@ import { loadCredentials } from '../identity/credentials.js';
 import { RuleManager } from '../iptables/manager.js';
 import { initCa, issueHost } from '../pki/index.js';
 import { checkWithDataPlane } from '../dataplane/data-plane.js';
+import { readEtcdTls } from '../membership/etcd-session.js';
 
 const out = (line: string): void => {
   process.stdout.write(line + '\n');
@@ -17,12 +18,18 @@ export function checkConfigCommand(file: string): void {
   const creds = loadCredentials(config);
   new RuleManager(config); // builds the rule set: throws if it cannot be expressed
   // What the data plane itself would refuse (it checks every snapshot again), or that it is not built.
+  const etcd = config.membership.source === 'etcd' ? readEtcdTls(config) : null;
   const addon = checkWithDataPlane(config, creds);
   out(`config OK: ${config.file}`);
   out(`  node ${config.node.name} (${creds.identity}), certificate valid until ${creds.notAfter.toISOString()}`);
   out(`  quic ${config.listen.quic.host}:${config.listen.quic.port}, capture port ${config.listen.capture}, admin ${config.listen.admin.host}:${config.listen.admin.port}`);
   out(`  local cidrs: ${config.local.cidrs.join(', ') || '(none)'}`);
   for (const p of config.peers) out(`  peer ${p.name} at ${p.endpoint.host}:${p.endpoint.port} owns ${p.cidrs.join(', ')}`);
+  if (etcd) {
+    const e = config.membership.etcd;
+    out(`  membership: etcd ${e.endpoints.join(', ')} as user "${etcd.user}", entries under ${e.prefix} (this host: ${e.prefix}${config.node.name}), lease ${e.leaseTtlMs / 1000} s, cache ${e.cacheFile}`);
+    if (etcd.user !== config.node.name) out(`  warning: the etcd client certificate's CN "${etcd.user}" is not node.name "${config.node.name}": with the RBAC of README "Membership", etcd refuses its registration`);
+  }
   if (addon) out(`  warning: ${addon}`);
 }
 

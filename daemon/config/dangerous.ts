@@ -2,8 +2,9 @@
 // `qmesh check-config`, `qmesh run` and every reload alike): function CIDRs over
 // address ranges that are never a function's, an admin listener off loopback
 // without saying so, a drain that the service manager would cut short, and two
-// peers (or a peer and this node) on one underlay address. load.ts calls
-// checkDangerous after the structural invariants; each message names the key.
+// peers (or a peer and this node) on one underlay address. The per-host parts
+// (reserved CIDRs, shared addresses) are checked per claim in claims.ts, so etcd
+// entries meet them too; the rest is here. Each message names the key.
 import { Cidr, IpAddress } from '../policy/cidr.js';
 import type { Config } from './load.js';
 
@@ -57,28 +58,8 @@ export function isLoopback(host: string): boolean {
   return LOOPBACK.some((c) => c.contains(ip));
 }
 
-/** Throws through `fail` at the first dangerous setting, naming its key. */
+/** Throws through `fail` at the first dangerous listener or drain setting, naming its key. */
 export function checkDangerous(c: Config, fail: (message: string) => never): void {
-  const cidrs: Array<{ key: string; cidr: Cidr }> = c.local.cidrs.map((cidr, i) => ({ key: `local.cidrs[${i}]`, cidr }));
-  c.peers.forEach((p, i) => p.cidrs.forEach((cidr, j) => cidrs.push({ key: `peers[${i}].cidrs[${j}]`, cidr })));
-  for (const { key, cidr } of cidrs) {
-    const problem = reservedRangeProblem(cidr);
-    if (problem) fail(`${key}: ${problem}`);
-  }
-
-  // The QUIC listener tells peers apart by source address and the iptables rules admit QUIC
-  // per source IP, so one address is one host, whatever the port.
-  const owners = new Map<string, string>([[c.listen.quic.host, 'listen.quic']]);
-  c.peers.forEach((p, i) => {
-    const key = `peers[${i}].endpoint`;
-    const owner = owners.get(p.endpoint.host);
-    if (owner === 'listen.quic') fail(`${key}: ${p.endpoint.host} is this node's own address (listen.quic); a host is not its own peer`);
-    if (owner) {
-      fail(`${key}: ${p.endpoint.host} is also the address of ${owner}; peers are told apart by source IP (the QUIC listener and the iptables rules), so two peers cannot share one, whatever their ports`);
-    }
-    owners.set(p.endpoint.host, key);
-  });
-
   if (!c.listen.adminAllowNonLoopback && !isLoopback(c.listen.admin.host)) {
     fail(
       `listen.admin: ${c.listen.admin.host} is not a loopback address; the admin listener has no authentication and /status and /metrics would be open to other hosts (and functions). Use 127.0.0.1 or ::1, or set listen.adminAllowNonLoopback to true on purpose`,

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCodes, QmeshError } from '../errors.js';
+import { Claims } from './claims.js';
 import { checkDangerous } from './dangerous.js';
 import { Cidr, IpAddress } from '../policy/cidr.js';
 import type { Policy } from '../policy/policy.js';
@@ -17,13 +18,26 @@ export interface PeerConfig {
   readonly cidrs: readonly Cidr[];
 }
 
+export interface EtcdMembership {
+  readonly endpoints: readonly string[];
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+  /** Never empty here: the default is resolved from tls.trustDomain. */
+  readonly prefix: string;
+  readonly leaseTtlMs: number;
+  readonly cacheFile: string;
+}
+
 export interface Config {
   readonly file: string;
   readonly node: { readonly name: string };
   readonly listen: { readonly quic: HostPort; readonly capture: number; readonly admin: HostPort; readonly adminAllowNonLoopback: boolean };
   readonly tls: { readonly ca: string; readonly cert: string; readonly key: string; readonly trustDomain: string };
   readonly local: { readonly cidrs: readonly Cidr[] };
+  /** The file's peers, then (membership.source etcd) the entries admitted from etcd (membership/admit.ts). */
   readonly peers: readonly PeerConfig[];
+  readonly membership: { readonly source: 'file' | 'etcd'; readonly etcd: EtcdMembership };
   readonly policy: Policy;
   readonly log: { readonly level: string };
   readonly tunnel: {
@@ -104,6 +118,17 @@ export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = 
     tls: { ca: resolve(v.tls.ca), cert: resolve(v.tls.cert), key: resolve(v.tls.key), trustDomain: v.tls.trustDomain },
     local: { cidrs: local },
     peers,
+    membership: {
+      source: v.membership.source,
+      etcd: {
+        ...v.membership.etcd,
+        ca: resolve(v.membership.etcd.ca),
+        cert: resolve(v.membership.etcd.cert),
+        key: resolve(v.membership.etcd.key),
+        cacheFile: resolve(v.membership.etcd.cacheFile),
+        prefix: v.membership.etcd.prefix === '' ? defaultEtcdPrefix(v.tls.trustDomain) : v.membership.etcd.prefix,
+      },
+    },
     policy: parsePolicy(v.policy),
     log: { level: v.log.level },
     tunnel: { ...v.tunnel },
@@ -120,37 +145,19 @@ function checkInvariants(c: Config): void {
   if (c.tls.cert === '') fail(f, 'tls.cert: must name this host\'s certificate file (from `qmesh pki issue`)');
   if (c.tls.key === '') fail(f, 'tls.key: must name this host\'s private key file');
   // First, so a CIDR such as 0.0.0.0/0 is named for what it is rather than as an overlap.
-  checkDangerous(c, (message) => fail(f, message));
-  const names = new Set<string>([c.node.name]);
+  const claims = new Claims({ name: c.node.name, quic: c.listen.quic, localCidrs: c.local.cidrs });
+  const nodeProblem = claims.nodeProblem();
+  if (nodeProblem) fail(f, nodeProblem);
   c.peers.forEach((p, i) => {
-    if (names.has(p.name)) fail(f, `peers[${i}].name: "${p.name}" is used twice (or is this node's own name)`);
-    names.add(p.name);
+    const problem = claims.add(p, `peers[${i}]`);
+    if (problem) fail(f, problem);
   });
-  const owned: Array<{ cidr: Cidr; owner: string }> = c.local.cidrs.map((cidr) => ({ cidr, owner: 'local.cidrs' }));
-  c.peers.forEach((p, i) => p.cidrs.forEach((cidr) => owned.push({ cidr, owner: `peers[${i}].cidrs` })));
-  for (let i = 0; i < owned.length; i++) {
-    for (let j = i + 1; j < owned.length; j++) {
-      const a = owned[i]!;
-      const b = owned[j]!;
-      if (a.owner === b.owner || !a.cidr.overlaps(b.cidr)) continue;
-      // Peers may nest (the longest prefix owns an address); local CIDRs never overlap a peer's,
-      // and two hosts never claim the very same block.
-      const local = a.owner === 'local.cidrs' || b.owner === 'local.cidrs';
-      if (local || a.cidr.prefixLength === b.cidr.prefixLength) {
-        fail(f, `${b.owner}: ${b.cidr} overlaps ${a.cidr} in ${a.owner}; every function address must belong to exactly one host`);
-      }
-    }
-  }
-  // The underlay must not sit inside a function CIDR: the fail-closed rules drop plaintext
-  // towards peer CIDRs, which would then include the QUIC packets themselves.
-  const underlay = [{ key: 'listen.quic', hp: c.listen.quic }, ...c.peers.map((p, i) => ({ key: `peers[${i}].endpoint`, hp: p.endpoint }))];
-  for (const { key, hp } of underlay) {
-    const ip = IpAddress.parse(hp.host);
-    const inside = owned.find((o) => o.cidr.contains(ip));
-    if (inside) fail(f, `${key}: ${hp.host} lies inside ${inside.cidr} (${inside.owner}); tunnel endpoints must be underlay addresses outside every function CIDR`);
-  }
+  checkDangerous(c, (message) => fail(f, message));
+  checkMembership(c);
+  const names = claims.hostNames;
   // A rule naming a host that is neither this node nor a peer is a typo: it would never match.
-  c.policy.rules.forEach((r, i) =>
+  // With etcd membership, hosts named in rules may join later.
+  if (c.membership.source === 'file') c.policy.rules.forEach((r, i) =>
     r.from?.forEach((name, j) => {
       if (!names.has(name)) fail(f, `policy.rules[${i}].from[${j}]: "${name}" is neither node.name nor a peer's name`);
     }),
@@ -161,6 +168,22 @@ function checkInvariants(c: Config): void {
   if (c.tunnel.reconnectMinMs > c.tunnel.reconnectMaxMs) {
     fail(f, `tunnel.reconnectMinMs: must not exceed tunnel.reconnectMaxMs (${c.tunnel.reconnectMaxMs})`);
   }
+}
+
+export const defaultEtcdPrefix = (trustDomain: string): string => `/qmesh/${trustDomain}/hosts/`;
+
+function checkMembership(c: Config): void {
+  const e = c.membership.etcd;
+  if (c.membership.source === 'file') {
+    if (e.endpoints.length > 0) fail(c.file, 'membership.etcd.endpoints: set, but membership.source is "file"; set membership.source to "etcd" to use it, or remove it');
+    return;
+  }
+  if (e.endpoints.length === 0) fail(c.file, 'membership.etcd.endpoints: membership.source is "etcd" but no endpoint is given ("https://host:port", every member of the cluster)');
+  if (new Set(e.endpoints).size !== e.endpoints.length) fail(c.file, 'membership.etcd.endpoints: an endpoint is listed twice');
+  for (const key of ['ca', 'cert', 'key'] as const) {
+    if (e[key] === '') fail(c.file, `membership.etcd.${key}: membership.source is "etcd", which needs a client TLS ${key === 'ca' ? 'CA file' : key === 'cert' ? 'certificate file' : 'private key file'}`);
+  }
+  if (e.cacheFile === '') fail(c.file, 'membership.etcd.cacheFile: must name a file (the last membership is kept there)');
 }
 
 /**
@@ -177,6 +200,12 @@ function checkPolicyShape(raw: object, file: string): void {
     else if (key === 'rules') fail(file, 'policy.rules must be an array of rule objects');
     else fail(file, `policy.${key} is not a policy key (expected default, rules)`);
   }
+}
+
+/** `config` with `extra` peers after its own: entries admitted from etcd (membership/admit.ts checked them). */
+export function withPeers(config: Config, extra: readonly PeerConfig[]): Config {
+  if (extra.length === 0) return config;
+  return deepFreeze({ ...config, peers: [...config.peers, ...extra] });
 }
 
 function deepFreeze<T>(value: T): T {

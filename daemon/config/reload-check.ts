@@ -20,5 +20,7 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
   const fixed = (t: Config['tunnel']) => ({ ...t, maxStreams: undefined });
   check('tunnel', fixed(running.tunnel), fixed(next.tunnel));
   check('capture.mark', running.capture.mark, next.capture.mark);
+  // The etcd session (client, lease, watch) is made at start; the peers it brings follow every change.
+  check('membership', running.membership, next.membership);
   return out;
 }

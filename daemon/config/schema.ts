@@ -7,7 +7,7 @@ import { parsePolicy } from './policy-format.js';
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-function hostName(value: unknown): void {
+export function hostName(value: unknown): void {
   if (typeof value !== 'string' || !NAME_RE.test(value)) {
     throw new Error('must be a DNS label: lowercase letters, digits and "-", 1-63 characters');
   }
@@ -26,35 +26,75 @@ function cidrList(value: unknown): void {
 
 function peerList(value: unknown): void {
   if (!Array.isArray(value)) throw new Error('must be an array of { name, endpoint, cidrs } objects');
-  value.forEach((peer, i) => {
-    const where = `[${i}]`;
-    if (typeof peer !== 'object' || peer === null || Array.isArray(peer)) {
-      throw new Error(`${where} must be an object { name, endpoint, cidrs }`);
-    }
-    const allowed = new Set(['name', 'endpoint', 'cidrs']);
-    for (const key of Object.keys(peer)) {
-      if (!allowed.has(key)) throw new Error(`${where}.${key} is not a peer key (expected name, endpoint, cidrs)`);
-    }
-    const p = peer as Record<string, unknown>;
+  value.forEach((peer, i) => checkPeerObject(peer, `[${i}]`));
+}
+
+/** One peer object { name, endpoint, cidrs }, as in "peers" and in an etcd entry; `where` prefixes the message. */
+export function checkPeerObject(peer: unknown, where: string, extraKeys: readonly string[] = []): void {
+  if (typeof peer !== 'object' || peer === null || Array.isArray(peer)) {
+    throw new Error(`${where} must be an object { name, endpoint, cidrs }`);
+  }
+  const allowed = new Set(['name', 'endpoint', 'cidrs', ...extraKeys]);
+  for (const key of Object.keys(peer)) {
+    if (!allowed.has(key)) throw new Error(`${where}.${key} is not a peer key (expected ${[...allowed].join(', ')})`);
+  }
+  const p = peer as Record<string, unknown>;
+  try {
+    hostName(p.name);
+  } catch (err) {
+    throw new Error(`${where}.name ${(err as Error).message}`);
+  }
+  try {
+    parseHostPort(p.endpoint);
+  } catch (err) {
+    throw new Error(`${where}.endpoint ${(err as Error).message}`);
+  }
+  if (!Array.isArray(p.cidrs) || p.cidrs.length === 0) {
+    throw new Error(`${where}.cidrs must be a non-empty array of CIDR strings`);
+  }
+  try {
+    cidrList(p.cidrs);
+  } catch (err) {
+    throw new Error(`${where}.cidrs${(err as Error).message}`);
+  }
+}
+
+/** etcd client URLs: https only (membership is read and written over TLS, never in plaintext), host and port, nothing else. */
+export function etcdEndpoint(value: unknown): URL {
+  const bad = (why: string): never => {
+    throw new Error(`${JSON.stringify(value)} ${why}; expected "https://host:port" such as "https://198.18.0.1:2379"`);
+  };
+  if (typeof value !== 'string') return bad('is not a string');
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return bad('is not a URL');
+  }
+  if (url.protocol !== 'https:') bad(`uses ${url.protocol.replace(/:$/, '')}: qmesh speaks to etcd over TLS only`);
+  if (url.port === '') bad('has no port');
+  if (url.username || url.password || (url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) bad('has more than a host and port');
+  if (value.replace(/\/$/, '') !== `https://${url.host}`) bad('has more than a host and port');
+  return url;
+}
+
+function etcdEndpointList(value: unknown): void {
+  if (!Array.isArray(value)) throw new Error('must be an array of "https://host:port" strings');
+  value.forEach((item, i) => {
     try {
-      hostName(p.name);
+      etcdEndpoint(item);
     } catch (err) {
-      throw new Error(`${where}.name ${(err as Error).message}`);
-    }
-    try {
-      parseHostPort(p.endpoint);
-    } catch (err) {
-      throw new Error(`${where}.endpoint ${(err as Error).message}`);
-    }
-    if (!Array.isArray(p.cidrs) || p.cidrs.length === 0) {
-      throw new Error(`${where}.cidrs must be a non-empty array of CIDR strings`);
-    }
-    try {
-      cidrList(p.cidrs);
-    } catch (err) {
-      throw new Error(`${where}.cidrs${(err as Error).message}`);
+      throw new Error(`[${i}] ${(err as Error).message}`);
     }
   });
+}
+
+/** An etcd key prefix: "/" first and last, printable ASCII without spaces. */
+function etcdPrefix(value: unknown): void {
+  if (value === '') return; // the default: /qmesh/<tls.trustDomain>/hosts/
+  if (typeof value !== 'string' || !/^\/[\x21-\x7e]*\/$/.test(value) || value.length > 512) {
+    throw new Error('must start and end with "/" and hold printable ASCII without spaces, such as "/qmesh/qmesh.test/hosts/" (or be "" for that default)');
+  }
 }
 
 function wrap(check: (v: unknown) => unknown): (v: unknown) => void {
@@ -74,6 +114,7 @@ const json = (v: unknown): unknown => {
 };
 convict.addFormat({ name: 'cidr-list', validate: cidrList, coerce: json });
 convict.addFormat({ name: 'peer-list', validate: peerList, coerce: json });
+convict.addFormat({ name: 'etcd-endpoint-list', validate: etcdEndpointList, coerce: json });
 // One leaf for the whole section: convict cannot nest a schema under a key named "default".
 convict.addFormat({ name: 'policy', validate: wrap(parsePolicy), coerce: json });
 
@@ -158,6 +199,62 @@ export const schema = {
     format: 'policy',
     default: { default: 'allow', rules: [] } as { default: string; rules: unknown[] },
     env: 'QMESH_POLICY',
+  },
+  membership: {
+    source: {
+      doc: 'Where the peers come from: file (the "peers" key of this file) or etcd (each daemon registers itself under membership.etcd.prefix and watches it; peers in this file are kept as well). README "Membership".',
+      format: ['file', 'etcd'],
+      default: 'file',
+      env: 'QMESH_MEMBERSHIP_SOURCE',
+    },
+    etcd: {
+      endpoints: {
+        doc: 'etcd v3 client URLs, "https://host:port" (TLS only), all members of the cluster.',
+        format: 'etcd-endpoint-list',
+        default: [] as string[],
+        env: 'QMESH_MEMBERSHIP_ETCD_ENDPOINTS',
+      },
+      ca: {
+        doc: 'PEM file with the CA certificate(s) that etcd\'s server certificates chain to.',
+        format: String,
+        default: '',
+        env: 'QMESH_MEMBERSHIP_ETCD_CA',
+      },
+      cert: {
+        doc: 'PEM client certificate for etcd; its CN is this host\'s etcd user, which etcd RBAC lets write only <prefix><node.name> (README "Membership").',
+        format: String,
+        default: '',
+        env: 'QMESH_MEMBERSHIP_ETCD_CERT',
+      },
+      key: {
+        doc: 'PEM private key of membership.etcd.cert.',
+        format: String,
+        default: '',
+        env: 'QMESH_MEMBERSHIP_ETCD_KEY',
+        sensitive: true,
+      },
+      prefix: {
+        doc: 'Key prefix of the host entries; "" means /qmesh/<tls.trustDomain>/hosts/. This host writes <prefix><node.name>.',
+        format: etcdPrefix,
+        default: '',
+        env: 'QMESH_MEMBERSHIP_ETCD_PREFIX',
+      },
+      leaseTtlMs: {
+        doc: 'TTL of the lease this host\'s entry lives under (whole seconds: etcd counts leases in seconds); a host that dies disappears from the others this long after its last keep-alive.',
+        format: (v: unknown) => {
+          positiveInt(2_000, 3_600_000)(v);
+          if ((v as number) % 1000 !== 0) throw new Error('must be a whole number of seconds (etcd leases count in seconds), such as 10000');
+        },
+        default: 10_000,
+        env: 'QMESH_MEMBERSHIP_ETCD_LEASE_TTL_MS',
+      },
+      cacheFile: {
+        doc: 'Where the last membership read from etcd is kept, so a restart while etcd is unreachable comes back with it (the unit\'s StateDirectory).',
+        format: String,
+        default: '/var/lib/qmesh/membership.json',
+        env: 'QMESH_MEMBERSHIP_ETCD_CACHE_FILE',
+      },
+    },
   },
   log: {
     level: {
