@@ -7,7 +7,9 @@
 // configs (and installs the new host), SIGHUP (what the role's reload handler sends) makes
 // the old daemons take the new peer (same processes), and all four hosts reach each other.
 // Last, certificates due for renewal are re-issued and the hosts reload onto them.
-import { spawn } from 'node:child_process';
+// Separately (no namespaces): two hosts rendered with etcd membership (the operator's etcd
+// client certificates, made here with openssl), and the checks that stop such a play early.
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,14 +36,17 @@ function handlersRun(out: string): Record<string, string[]> {
   return runs;
 }
 const hasAnsible = !skipUnlessTool('ansible-playbook', 'ansible-core');
+const hasOpenssl = !skipUnlessTool('openssl', 'openssl');
 
 let mesh: Mesh;
 let work: string;
-const rootOf = (h: HostInfo): string => path.join(work, 'roots', h.name);
-const configOf = (h: HostInfo): string => path.join(rootOf(h), 'etc/qmesh/config.json');
+/** What the inventory needs of a host (a Mesh's HostInfo, or a made-up one where nothing runs). */
+type InventoryHost = Pick<HostInfo, 'name' | 'underlayIp' | 'functionCidr'>;
+const rootOf = (h: Pick<HostInfo, 'name'>): string => path.join(work, 'roots', h.name);
+const configOf = (h: Pick<HostInfo, 'name'>): string => path.join(rootOf(h), 'etc/qmesh/config.json');
 
 /** The inventory of `hosts`: a local connection, each host rendered into its own root folder. */
-function writeInventory(hosts: readonly HostInfo[]): string {
+function writeInventory(hosts: readonly InventoryHost[]): string {
   const inventory = {
     qmesh: {
       hosts: Object.fromEntries(
@@ -69,8 +74,8 @@ function writeInventory(hosts: readonly HostInfo[]): string {
 
 type Recap = Record<string, { ok: number; changed: number; failed: number }>;
 
-/** Runs site.yml (with `extraVars` as -e JSON); resolves with the PLAY RECAP counters per host and the output (throws on failure). */
-async function playbook(hosts: readonly HostInfo[], extraVars: Record<string, unknown> = {}): Promise<Recap & { [OUTPUT]?: string }> {
+/** Runs site.yml (with `extraVars` as -e JSON); resolves with its exit code and output. */
+async function runPlaybook(hosts: readonly InventoryHost[], extraVars: Record<string, unknown> = {}): Promise<{ code: number | null; out: string }> {
   const inventory = writeInventory(hosts);
   const child = spawn('ansible-playbook', ['-i', inventory, '-e', JSON.stringify(extraVars), 'site.yml'], {
     cwd: ANSIBLE_DIR,
@@ -81,6 +86,12 @@ async function playbook(hosts: readonly HostInfo[], extraVars: Record<string, un
   child.stdout.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr.on('data', (b: Buffer) => (out += b.toString()));
   const code = await new Promise<number | null>((r) => child.once('exit', r));
+  return { code, out };
+}
+
+/** Runs site.yml (with `extraVars` as -e JSON); resolves with the PLAY RECAP counters per host and the output (throws on failure). */
+async function playbook(hosts: readonly InventoryHost[], extraVars: Record<string, unknown> = {}): Promise<Recap & { [OUTPUT]?: string }> {
+  const { code, out } = await runPlaybook(hosts, extraVars);
   if (code !== 0) throw new Error(`ansible-playbook exited ${code}:\n${out.slice(-4000)}`);
   const recap: Recap & { [OUTPUT]?: string } = {};
   recap[OUTPUT] = out;
@@ -226,4 +237,106 @@ describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run
     const again = await playbook(mesh.hosts);
     expect(Object.fromEntries(mesh.hosts.map((h) => [h.name, again[h.name]?.changed]))).toEqual(Object.fromEntries(mesh.hosts.map((h) => [h.name, 0])));
   }, PLAYBOOK_MS * 2);
+});
+
+describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () => {
+  // Rendered only (nothing runs here, so no namespaces and no etcd): made-up underlay addresses.
+  const hosts: InventoryHost[] = [1, 2].map((i) => ({ name: `host-${i}`, underlayIp: `198.18.0.${i}`, functionCidr: `198.19.${i}.0/24` }));
+  const ENDPOINTS = ['https://198.18.0.101:2379', 'https://198.18.0.102:2379'];
+  let etcdPki: string;
+  const etcdVars = (): Record<string, unknown> => ({
+    qmesh_membership: 'etcd',
+    qmesh_etcd_endpoints: ENDPOINTS,
+    qmesh_etcd_prefix: '/fleet/test/',
+    qmesh_etcd_lease_ttl_ms: 5000,
+    qmesh_etcd_pki_dir: etcdPki,
+  });
+
+  beforeAll(() => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'qmesh-ansible-etcd-'));
+    // The operator's etcd PKI (the role makes none): a CA, and per host a client certificate whose CN is the inventory hostname.
+    etcdPki = path.join(work, 'etcd-pki');
+    fs.mkdirSync(etcdPki);
+    const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: etcdPki, stdio: ['ignore', 'ignore', 'pipe'] });
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+    openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-subj', '/CN=etcd test CA', '-days', '2');
+    for (const h of hosts) {
+      openssl('req', ...ec, '-keyout', `${h.name}.key`, '-out', `${h.name}.csr`, '-subj', `/CN=${h.name}`);
+      openssl('x509', '-req', '-in', `${h.name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${h.name}.crt`, '-days', '2');
+    }
+  });
+
+  afterAll(() => {
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it('renders peers: [] and the membership section, installs the etcd client TLS files, and check-config accepts it', async () => {
+    const recap = await playbook(hosts, etcdVars());
+    for (const h of hosts) {
+      expect(recap[h.name]!.failed).toBe(0);
+      const etcdDir = path.join(rootOf(h), 'etc/qmesh/etcd');
+      const cfg = JSON.parse(fs.readFileSync(configOf(h), 'utf8'));
+      expect(cfg.node.name).toBe(h.name);
+      expect(cfg.peers).toEqual([]);
+      expect(cfg.membership).toEqual({
+        source: 'etcd',
+        etcd: {
+          endpoints: ENDPOINTS,
+          ca: path.join(etcdDir, 'ca.crt'),
+          cert: path.join(etcdDir, `${h.name}.crt`),
+          key: path.join(etcdDir, `${h.name}.key`),
+          prefix: '/fleet/test/',
+          leaseTtlMs: 5000,
+        },
+      });
+      // The operator's files, byte for byte, with the mesh key's modes.
+      expect(fs.statSync(etcdDir).mode & 0o777).toBe(0o750);
+      for (const [f, mode] of [['ca.crt', 0o644], [`${h.name}.crt`, 0o644], [`${h.name}.key`, 0o600]] as const) {
+        const installed = path.join(etcdDir, f);
+        expect(fs.readFileSync(installed, 'utf8')).toBe(fs.readFileSync(path.join(etcdPki, f), 'utf8'));
+        expect([f, fs.statSync(installed).mode & 0o777]).toEqual([f, mode]);
+      }
+      expect(fs.readdirSync(etcdDir).sort()).toEqual(['ca.crt', `${h.name}.crt`, `${h.name}.key`].sort());
+      // The role validated it already (template validate); once more here, reading the installed files.
+      const cli = path.join(rootOf(h), 'usr/local/bin/qmesh');
+      const out = execFileSync(process.execPath, [cli, 'check-config', '--config', configOf(h)], { encoding: 'utf8' });
+      expect(out).toContain(`membership: etcd ${ENDPOINTS.join(', ')} as user "${h.name}", entries under /fleet/test/ (this host: /fleet/test/${h.name}), lease 5 s`);
+      expect(out).not.toContain('warning');
+    }
+
+    // A membership key is one only a restart applies: the role restarts, it does not (only) reload.
+    // Without prefix (""), the key is left out and the daemon's default applies.
+    const again = await playbook(hosts, { ...etcdVars(), qmesh_etcd_prefix: '' });
+    const out = again[OUTPUT]!;
+    for (const h of hosts) {
+      expect(again[h.name]!.changed).toBeGreaterThan(0);
+      expect(out).toContain(`"msg": "${h.name}: changed membership, which only a restart applies"`);
+      const cfg = JSON.parse(fs.readFileSync(configOf(h), 'utf8'));
+      expect(Object.keys(cfg.membership.etcd)).toEqual(['endpoints', 'ca', 'cert', 'key', 'leaseTtlMs']);
+      const check = execFileSync(process.execPath, [path.join(rootOf(h), 'usr/local/bin/qmesh'), 'check-config', '--config', configOf(h)], { encoding: 'utf8' });
+      expect(check).toContain(`entries under /qmesh/qmesh.test/hosts/ (this host: /qmesh/qmesh.test/hosts/${h.name})`);
+    }
+    expect(handlersRun(out)['Restart qmesh']).toEqual(hosts.map((h) => h.name));
+  }, PLAYBOOK_MS);
+
+  it('fails the play early when the endpoints are missing or an etcd TLS file is not on the control node', async () => {
+    const noEndpoints = await runPlaybook(hosts, { ...etcdVars(), qmesh_etcd_endpoints: [] });
+    expect(noEndpoints.code).not.toBe(0);
+    for (const h of hosts) {
+      expect(noEndpoints.out).toContain(`${h.name}: qmesh_membership is etcd but qmesh_etcd_endpoints is empty or not a list`);
+    }
+    // Before anything is installed or rendered.
+    expect(noEndpoints.out).not.toContain('TASK [qmesh : Render the config');
+
+    fs.renameSync(path.join(etcdPki, 'host-2.key'), path.join(etcdPki, 'host-2.key.away'));
+    try {
+      const noKey = await runPlaybook(hosts, etcdVars());
+      expect(noKey.code).not.toBe(0);
+      expect(noKey.out).toContain(`host-2: qmesh_membership is etcd but qmesh_etcd_pki_dir lacks ${etcdPki}/host-2.key;`);
+      expect(noKey.out).toMatch(/fatal: \[host-2\]/);
+      expect(noKey.out).not.toMatch(/fatal: \[host-1\]/);
+    } finally {
+      fs.renameSync(path.join(etcdPki, 'host-2.key.away'), path.join(etcdPki, 'host-2.key'));
+    }
+  }, PLAYBOOK_MS);
 });
