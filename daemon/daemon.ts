@@ -70,6 +70,7 @@ export class Daemon {
 
   private async reloadLocked(next: Config): Promise<{ ok: true } | { ok: false; reason: string }> {
     const log = this.log.child({ component: 'reload' });
+    const startedAt = performance.now();
     const refuse = (reason: string): { ok: false; reason: string } => {
       log.error({ file: next.file, reason }, 'reload rejected; the running configuration stays');
       return { ok: false, reason };
@@ -89,7 +90,9 @@ export class Daemon {
       const changed = !sameRules(this.rules, rules);
       try {
         if (next.capture.applyRules) {
-          await rules.apply();
+          // Unchanged rules get the cheap look only: apply()'s exact comparison is one process per
+          // rule, seconds for hundreds of peers, and membership changes reload often.
+          if (changed || (await rules.drift()).missing.length > 0) await rules.apply();
           rulesApplied = changed;
         } else if (changed) {
           const { missing } = await rules.check();
@@ -105,6 +108,7 @@ export class Daemon {
         return refuse(`iptables: ${(err as Error).message}`);
       }
     }
+    const rulesMs = Math.round(performance.now() - startedAt);
     const previous = this.credentials;
     const newCredentials = !sameBytes(previous.caPem, credentials.caPem) || !sameBytes(previous.certPem, credentials.certPem) || !sameBytes(previous.keyPem, credentials.keyPem);
     try {
@@ -122,7 +126,15 @@ export class Daemon {
     this.log.level = next.log.level;
     this.expiry.check('reload');
     log.info(
-      { peers: next.peers.map((p) => p.name), notAfter: credentials.notAfter.toISOString(), policyRules: next.policy.rules.length, newCredentials, rulesApplied },
+      {
+        peers: next.peers.map((p) => p.name),
+        notAfter: credentials.notAfter.toISOString(),
+        policyRules: next.policy.rules.length,
+        newCredentials,
+        rulesApplied,
+        rulesMs,
+        durationMs: Math.round(performance.now() - startedAt),
+      },
       'configuration reloaded',
     );
     return { ok: true };

@@ -218,7 +218,7 @@ export class EtcdSession {
         await lease.put(key).value(value).exec();
       } catch (err) {
         lease.release();
-        this.log.warn({ key, err: (err as Error).message, retryInMs: delay }, 'cannot register this host in etcd; retrying');
+        this.log.warn({ entry: key, err: (err as Error).message, retryInMs: delay }, 'cannot register this host in etcd; retrying');
         await sleep(delay);
         delay = Math.min(delay * 2, RETRY_MAX_MS);
         continue;
@@ -237,10 +237,10 @@ export class EtcdSession {
         if (this.lease !== lease || this.stopped) return;
         this.lease = null;
         this.registered = false;
-        this.log.warn({ key, err: err.message }, 'etcd lease lost; registering again');
+        this.log.warn({ entry: key, err: err.message }, 'etcd lease lost; registering again');
         void this.register();
       });
-      this.log.info({ key, leaseTtlMs: this.config.membership.etcd.leaseTtlMs }, 'registered in etcd');
+      this.log.info({ entry: key, leaseTtlMs: this.config.membership.etcd.leaseTtlMs }, 'registered in etcd');
       return;
     }
   }

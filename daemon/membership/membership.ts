@@ -86,7 +86,7 @@ export class EtcdMembership {
     const admission = admit(file, this.entries());
     const before = new Map((this.last?.refused ?? []).map((r) => [r.key, r.reason]));
     for (const r of admission.refused) {
-      if (before.get(r.key) !== r.reason) this.log.error({ key: r.key, reason: r.reason }, 'etcd entry refused; it is not a peer');
+      if (before.get(r.key) !== r.reason) this.log.error({ entry: r.key, reason: r.reason }, 'etcd entry refused; it is not a peer');
     }
     this.last = admission;
     return admission.config;

@@ -1,0 +1,242 @@
+// Membership from a real three-member etcd cluster (Debian's etcd-server), one
+// member on each of the first three hosts' underlay addresses, with client-cert
+// auth and the RBAC of deploy/etcd/qmesh-etcd-rbac.sh. Every host's file lists
+// no peers: they all come from etcd. Cases follow issue 15:
+//   1. a host joins and the others capture and tunnel to it within a bound (real TCP);
+//   2. a SIGKILLed host's entry goes when its lease expires, nothing else is disturbed;
+//   3. two etcd members stopped: traffic flows, a restarted daemon comes back from its
+//      cache and carries traffic, and a registration made meanwhile arrives after;
+//   4. a conflicting CIDR claim is refused (the earlier owner keeps it), and RBAC
+//      rejects an entry written under another host's name;
+//   5. 200 simulated registrations: time for one more to reach every daemon, CPU cost.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { destroyMesh, logOf, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
+import { FnServer, fnClient, sleep, waitFor } from '../support/fn-net.js';
+import { makeEtcdPki, startEtcdCluster, type EtcdClientOp, type EtcdCluster, type EtcdPki } from '../support/etcd-cluster.js';
+import { skipUnlessTool } from '../support/tools.js';
+
+const SKIP = process.env.QMESH_TEST_NETNS !== '1' || skipUnlessTool('etcd', 'etcd-server') || skipUnlessTool('etcdctl', 'etcd-client') || skipUnlessTool('openssl', 'openssl');
+const ECHO_PORT = 7007;
+const LEASE_TTL_MS = 3_000;
+const PREFIX = '/qmesh/qmesh.test/hosts/';
+/** Bound for a new host to be reachable from the others, from the start of its daemon. */
+const JOIN_BOUND_MS = 10_000;
+
+let mesh: Mesh;
+let hosts: HostInfo[];
+let pki: EtcdPki;
+let etcd: EtcdCluster;
+
+const cacheFile = (h: HostInfo): string => path.join(mesh.dir, `${h.name}-membership.json`);
+
+/** One 1 KiB request from `from`'s function to `to`'s echo server, answered intact. */
+async function expectReach(from: HostInfo, to: HostInfo, timeoutMs = 5_000): Promise<void> {
+  const r = await fnClient(mesh, from.functions[0]!.ns, 'rpc', { ip: to.functions[0]!.ip, port: ECHO_PORT, requestBytes: 1024, timeoutMs });
+  expect(r.error, `${from.name} -> ${to.name}`).toBeNull();
+  expect(r).toMatchObject({ replyBytes: 1024, replySha256: r.requestSha256 });
+}
+
+async function reachable(from: HostInfo, to: HostInfo, timeoutMs: number): Promise<boolean> {
+  const r = await fnClient(mesh, from.functions[0]!.ns, 'rpc', { ip: to.functions[0]!.ip, port: ECHO_PORT, requestBytes: 64, timeoutMs });
+  return r.error === null && r.replySha256 === r.requestSha256;
+}
+
+const admittedBy = async (h: HostInfo): Promise<string[]> => ((await mesh.status(h)).membership?.admitted as string[]) ?? [];
+
+/** Entry value as a daemon writes it. */
+const entryValue = (name: string, endpoint: string, cidrs: string[]): string => JSON.stringify({ id: `spiffe://qmesh.test/host/${name}`, name, endpoint, cidrs });
+
+describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
+  beforeAll(async () => {
+    mesh = await startMesh({ hosts: 4, functionsPerHost: 1 }, false);
+    hosts = [...mesh.hosts];
+    pki = await makeEtcdPki(path.join(mesh.dir, 'etcd-pki'), { memberIps: hosts.slice(0, 3).map((h) => h.underlayIp), clients: hosts.map((h) => h.name) });
+    etcd = await startEtcdCluster({ members: hosts.slice(0, 3).map((h, i) => ({ name: `etcd-${i + 1}`, ns: h.ns, ip: h.underlayIp })), dir: path.join(mesh.dir, 'etcd'), pki });
+    await etcd.enableAuth(PREFIX, hosts.map((h) => h.name));
+    for (const h of hosts) {
+      mesh.writeConfig(h, {
+        configFor: () => ({
+          peers: [],
+          membership: {
+            source: 'etcd',
+            etcd: { endpoints: etcd.endpoints, ...pki.client(h.name), leaseTtlMs: LEASE_TTL_MS, cacheFile: cacheFile(h) },
+          },
+        }),
+      });
+      await FnServer.start(mesh, h.functions[0]!.ns, 'echo', { ip: h.functions[0]!.ip, port: ECHO_PORT });
+    }
+    await Promise.all(hosts.slice(0, 3).map((h) => mesh.startDaemon(h)));
+  }, 90_000);
+
+  afterAll(async () => {
+    await etcd?.destroy();
+    await destroyMesh(mesh);
+  }, 60_000);
+
+  it('1. the first hosts find each other, and a joining host is captured and tunnelled to within the bound', async () => {
+    const [h1, h2, h3, h4] = hosts as [HostInfo, HostInfo, HostInfo, HostInfo];
+    await waitFor(async () => (await Promise.all([h1, h2, h3].map(admittedBy))).every((a) => a.length === 2) || null, 10_000, 'three hosts admit each other');
+    await mesh.waitTunnelsUp();
+    await expectReach(h1, h2);
+    await expectReach(h3, h1);
+
+    const t0 = Date.now();
+    await mesh.startDaemon(h4);
+    // Real TCP from every other host; host-4's fail-closed rules drop plaintext, so an answer proves the tunnel.
+    for (const from of [h1, h2, h3]) {
+      await waitFor(() => reachable(from, h4, 1_000).then((ok) => ok || null), JOIN_BOUND_MS, `${from.name} reaches host-4`, 50);
+    }
+    const joinedMs = Date.now() - t0;
+    console.log(`FIGURE membership-join-bound reachedFromAllMs=${joinedMs} boundMs=${JOIN_BOUND_MS}`);
+    await expectReach(h4, h2);
+    const s1 = await mesh.status(h1);
+    expect(s1.peers.find((p: any) => p.name === 'host-4')?.outbound.state).toBe('up');
+    expect(s1.membership).toMatchObject({ source: 'etcd', ageSeconds: 0, watching: true, registered: true, refused: [] });
+  });
+
+  it('2. a SIGKILLed host goes when its lease expires; the others are not disturbed', async () => {
+    const [h1, h2, , h4] = hosts as [HostInfo, HostInfo, HostInfo, HostInfo];
+    const ticker = fnClient(mesh, h1.functions[0]!.ns, 'ticker', { ip: h2.functions[0]!.ip, port: ECHO_PORT, tickBytes: 256, tickMs: 50, durationMs: LEASE_TTL_MS * 3, timeoutMs: LEASE_TTL_MS * 3 + 10_000 });
+    await sleep(300);
+    const killedAt = Date.now();
+    await mesh.stopDaemon(h4, 'SIGKILL');
+    await waitFor(async () => !(await etcd.etcdctl(['get', '--prefix', '--keys-only', PREFIX], { user: 'root' })).includes(`${PREFIX}host-4`) || null, LEASE_TTL_MS + 5_000, 'host-4 entry expires');
+    const goneMs = Date.now() - killedAt;
+    await waitFor(async () => !(await admittedBy(h1)).includes('host-4') || null, 3_000, 'host-1 drops host-4');
+    expect(goneMs).toBeGreaterThanOrEqual(LEASE_TTL_MS - 1_000); // the lease, not something sooner
+    console.log(`FIGURE membership-lease-expiry ttlMs=${LEASE_TTL_MS} entryGoneMs=${goneMs}`);
+    const t = await ticker;
+    expect(t.error).toBeNull();
+    expect(t.echoIntact).toBe(true);
+    expect(t.ticks).toBeGreaterThan(LEASE_TTL_MS / 50);
+    await expectReach(h2, h1);
+    // host-1's other peers stayed as they were: no tunnel to host-2 or host-3 was re-made.
+    const removed = logOf(mesh.daemons.get('host-1')).filter((e) => /peer removed/.test(e.msg ?? ''));
+    expect(removed.map((e) => e.peer ?? e.name ?? '')).not.toContain('host-2');
+  });
+
+  it('3. with two etcd members stopped, traffic flows, a restarted daemon comes back from its cache, and a registration made meanwhile arrives', async () => {
+    const [h1, h2, h3, h4] = hosts as [HostInfo, HostInfo, HostInfo, HostInfo];
+    await etcd.stop(1);
+    await etcd.stop(2);
+    const outageAt = Date.now();
+    try {
+      // Longer than the lease TTL: nothing may expire or be removed because etcd is away.
+      const ticker = fnClient(mesh, h1.functions[0]!.ns, 'ticker', { ip: h3.functions[0]!.ip, port: ECHO_PORT, tickBytes: 256, tickMs: 50, durationMs: LEASE_TTL_MS * 3, timeoutMs: LEASE_TTL_MS * 3 + 10_000 });
+      const t = await ticker;
+      expect(t.error).toBeNull();
+      expect(t.echoIntact).toBe(true);
+      const s1 = await mesh.status(h1);
+      expect(s1.membership.ageSeconds).toBeGreaterThanOrEqual(1);
+      expect(s1.membership.admitted).toEqual(expect.arrayContaining(['host-2', 'host-3']));
+      const metrics = (await mesh.admin(h1, '/metrics')).body;
+      expect(Number(/^qmesh_membership_age_seconds (\S+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+
+      // A daemon restarted during the outage starts from its cache and carries traffic both ways.
+      await mesh.stopDaemon(h2);
+      expect(fs.existsSync(cacheFile(h2))).toBe(true);
+      await mesh.startDaemon(h2, 20_000);
+      expect(logOf(mesh.daemons.get('host-2')).some((e) => /starting with the cached membership/.test(e.msg ?? ''))).toBe(true);
+      const s2 = await mesh.status(h2);
+      expect(s2.membership).toMatchObject({ fromCache: true });
+      expect(s2.membership.admitted).toEqual(expect.arrayContaining(['host-1', 'host-3']));
+      await mesh.waitTunnelsUp();
+      await expectReach(h2, h1);
+      await expectReach(h3, h2);
+
+      // host-4 starts now: its registration cannot be written until etcd has a quorum again.
+      await mesh.startDaemon(h4, 20_000);
+      expect(await admittedBy(h1)).not.toContain('host-4');
+    } finally {
+      await etcd.start(1);
+      await etcd.start(2);
+    }
+    const backAt = Date.now();
+    for (const from of [h1, h2, h3]) {
+      await waitFor(() => reachable(from, h4, 1_000).then((ok) => ok || null), 20_000, `${from.name} reaches host-4 after the outage`, 100);
+    }
+    console.log(`FIGURE membership-outage outageMs=${backAt - outageAt} host4ReachableAfterEtcdBackMs=${Date.now() - backAt}`);
+    await waitFor(async () => (await mesh.status(h2)).membership.fromCache === false || null, 10_000, 'host-2 reads etcd again');
+    // No host removed a peer because etcd was away.
+    for (const h of [h1, h3]) {
+      const removed = logOf(mesh.daemons.get(h.name)).filter((e) => /peer removed/.test(e.msg ?? '') && Date.parse(e.time) >= outageAt);
+      expect(removed, `${h.name} removed a peer during the outage`).toEqual([]);
+    }
+  }, 120_000);
+
+  it('4. a conflicting CIDR claim is refused and the earlier owner keeps it; RBAC rejects an entry under another host\'s name', async () => {
+    const [h1, h2, h3, h4] = hosts as [HostInfo, HostInfo, HostInfo, HostInfo];
+    await mesh.stopDaemon(h4); // drains, then deletes its entry
+    await waitFor(async () => !(await admittedBy(h1)).includes('host-4') || null, 5_000, 'host-4 leaves');
+    // host-4's own key (its RBAC allows it), claiming host-2's function CIDR.
+    await etcd.etcdctl(['put', `${PREFIX}host-4`, entryValue('host-4', `${h4.underlayIp}:4433`, [h2.functionCidr])], { user: 'host-4' });
+    for (const h of [h1, h3]) {
+      await waitFor(
+        async () => ((await mesh.status(h)).membership.refused as any[]).find((r) => r.key === `${PREFIX}host-4` && /overlaps/.test(r.reason)) ?? null,
+        5_000,
+        `${h.name} refuses host-4's claim`,
+      );
+      expect(await admittedBy(h)).not.toContain('host-4');
+    }
+    // Logs are flushed on a timer: wait for the line rather than read it once.
+    await waitFor(() => logOf(mesh.daemons.get('host-1')).some((e) => e.msg === 'etcd entry refused; it is not a peer' && e.entry === `${PREFIX}host-4` && /overlaps/.test(e.reason)) || null, 2_000, 'refusal logged');
+    await expectReach(h1, h2); // host-2 keeps its CIDR
+
+    // RBAC: host-4's certificate cannot write host-2's key, nor outside the prefix.
+    await expect(etcd.etcdctl(['put', `${PREFIX}host-2`, entryValue('host-2', `${h4.underlayIp}:4433`, ['198.19.99.0/24'])], { user: 'host-4' })).rejects.toThrow(/permission denied/);
+    await expect(etcd.etcdctl(['put', '/qmesh/other', 'x'], { user: 'host-4' })).rejects.toThrow(/permission denied/);
+    // An entry under its own key that names another host is refused by the daemons (key, name and ID must agree).
+    await etcd.etcdctl(['put', `${PREFIX}host-4`, entryValue('host-2', `${h4.underlayIp}:4433`, ['198.19.99.0/24'])], { user: 'host-4' });
+    await waitFor(async () => ((await mesh.status(h1)).membership.refused as any[]).find((r) => /is not the key's host name/.test(r.reason)) ?? null, 5_000, 'name mismatch refused');
+    await etcd.etcdctl(['del', `${PREFIX}host-4`], { user: 'host-4' });
+    await waitFor(async () => ((await mesh.status(h1)).membership.refused as any[]).length === 0 || null, 5_000, 'refusal clears');
+  });
+
+  it('5. 200 simulated registrations: one more change reaches every daemon quickly; CPU cost', async () => {
+    const running = hosts.slice(0, 3);
+    const cpu = (): Promise<number[]> => Promise.all(running.map((h) => cpuSeconds(mesh.daemons.get(h.name)!.child.pid!)));
+    const before = await cpu();
+    const t0 = Date.now();
+    // Entries only: endpoints in 10.77.0.0/16 (unrouted), CIDRs in 10.88.0.0/16; written by root, as a bulk import would.
+    const batch: EtcdClientOp[] = [];
+    for (let i = 1; i <= 200; i++) batch.push({ op: 'put', key: `${PREFIX}sim-${i}`, value: entryValue(`sim-${i}`, `10.77.${i >> 8}.${i & 255}:4433`, [`10.88.${i}.0/24`]) });
+    const results = await etcd.client('root', batch);
+    expect(results.filter((r) => !r.ok)).toEqual([]);
+    await waitFor(async () => (await Promise.all(running.map(admittedBy))).every((a) => a.filter((n) => n.startsWith('sim-')).length === 200) || null, 60_000, 'all daemons admit 200', 200);
+    const allMs = Date.now() - t0;
+    await sleep(2_000);
+    // One more change, timed to each daemon's reload.
+    const putAt = Date.now();
+    await etcd.etcdctl(['put', `${PREFIX}sim-201`, entryValue('sim-201', '10.77.1.201:4433', ['10.88.201.0/24'])], { user: 'root' });
+    const reached = await Promise.all(
+      running.map((h) =>
+        waitFor(() => logOf(mesh.daemons.get(h.name)).find((e) => e.msg === 'configuration reloaded' && Date.parse(e.time) >= putAt && (e.peers as string[]).includes('sim-201')) ?? null, 10_000, `${h.name} gets sim-201`, 20).then(
+          (e) => Date.parse(e.time) - putAt,
+        ),
+      ),
+    );
+    const after = await cpu();
+    const cpuPerDaemon = after.map((a, i) => a - before[i]!);
+    console.log(
+      `FIGURE membership-scale registrations=200 allAdmittedMs=${allMs} oneChangeMs=${reached.join(',')} maxOneChangeMs=${Math.max(...reached)} cpuSecondsPerDaemon=${cpuPerDaemon.map((c) => c.toFixed(2)).join(',')}`,
+    );
+    expect(Math.max(...reached)).toBeLessThan(10_000);
+    // Traffic between the real hosts still flows with 201 more peers configured.
+    if (process.env.DEBUG_MEMBERSHIP) {
+      const st = await mesh.status(hosts[0]!);
+      console.log(JSON.stringify(st.peers.filter((p: any) => !p.name.startsWith('sim-'))), JSON.stringify(st.capture), JSON.stringify(st.quic));
+      console.log(logOf(mesh.daemons.get('host-1')).filter((e) => /membership|reloaded|etcd/.test(e.msg ?? '')).slice(-12).map((e) => `${e.time} ${e.msg} ${e.rulesMs ?? ''} ${e.durationMs ?? ''} ${e.revision ?? ''}`).join('\n'));
+    }
+    await expectReach(hosts[0]!, hosts[1]!);
+    await etcd.etcdctl(['del', '--prefix', `${PREFIX}sim-`], { user: 'root' });
+  }, 120_000);
+});
+
+/** utime + stime of a process, in seconds. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
