@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupStale, randomPrefix, Topology } from '../../daemon/demo/topology.js';
-import { makeEtcdPki, startEtcdCluster, type EtcdCluster, type EtcdClientResult } from '../support/etcd-cluster.js';
+import { makeEtcdPki, startEtcdCluster, type EtcdCluster, type EtcdClientResult } from '../../daemon/demo/etcd-cluster.js';
 import { skipUnlessTool } from '../support/tools.js';
 
 const NETNS = process.env.QMESH_TEST_NETNS === '1';

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyMesh, logOf, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { FnServer, fnClient, sleep, waitFor } from '../support/fn-net.js';
-import { makeEtcdPki, startEtcdCluster, type EtcdClientOp, type EtcdCluster, type EtcdPki } from '../support/etcd-cluster.js';
+import { makeEtcdPki, startEtcdCluster, type EtcdClientOp, type EtcdCluster, type EtcdPki } from '../../daemon/demo/etcd-cluster.js';
 import { skipUnlessTool } from '../support/tools.js';
 
 const SKIP = process.env.QMESH_TEST_NETNS !== '1' || skipUnlessTool('etcd', 'etcd-server') || skipUnlessTool('etcdctl', 'etcd-client') || skipUnlessTool('openssl', 'openssl');
@@ -224,11 +224,6 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
     );
     expect(Math.max(...reached)).toBeLessThan(10_000);
     // Traffic between the real hosts still flows with 201 more peers configured.
-    if (process.env.DEBUG_MEMBERSHIP) {
-      const st = await mesh.status(hosts[0]!);
-      console.log(JSON.stringify(st.peers.filter((p: any) => !p.name.startsWith('sim-'))), JSON.stringify(st.capture), JSON.stringify(st.quic));
-      console.log(logOf(mesh.daemons.get('host-1')).filter((e) => /membership|reloaded|etcd/.test(e.msg ?? '')).slice(-12).map((e) => `${e.time} ${e.msg} ${e.rulesMs ?? ''} ${e.durationMs ?? ''} ${e.revision ?? ''}`).join('\n'));
-    }
     await expectReach(hosts[0]!, hosts[1]!);
     await etcd.etcdctl(['del', '--prefix', `${PREFIX}sim-`], { user: 'root' });
   }, 120_000);

@@ -1,6 +1,6 @@
 // Runs a list of etcd operations with the npm `etcd3` client (the client the daemon uses)
 // as one etcd user, and prints one JSON line with the outcome of each. Plain Node ESM:
-// test/support/etcd-cluster.ts starts it with `ip netns exec <ns> node etcd-client.mjs`,
+// daemon/demo/etcd-cluster.ts starts it with `ip netns exec <ns> node etcd-client.mjs`,
 // because the cluster's addresses are reachable only from inside the test's namespaces.
 //
 //   node etcd-client.mjs '<json>'   json: { hosts, ca, cert, key, ops: [...] }

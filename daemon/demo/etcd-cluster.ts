@@ -1,4 +1,4 @@
-// A real etcd v3 cluster for e2e tests: openssl-made PKI, members started as real
+// A real etcd v3 cluster for e2e tests and bench/membership-join.ts: openssl-made PKI, members started as real
 // `etcd` processes (each inside a network namespace if given, e.g. a mesh host's),
 // TLS everywhere with client and peer certificate authentication, and helpers that run
 // etcdctl, the operator's RBAC script (deploy/etcd/qmesh-etcd-rbac.sh) and the npm
@@ -15,17 +15,27 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runCommand, type ExecResult } from '../../daemon/demo/netns-command.js';
+import { runCommand, type ExecResult } from './netns-command.js';
 
 export type { ExecResult };
 
 /** The operator script the cluster's enableAuth() runs. */
-export const RBAC_SCRIPT = fileURLToPath(new URL('../../deploy/etcd/qmesh-etcd-rbac.sh', import.meta.url));
-const CLIENT_SCRIPT = fileURLToPath(new URL('./etcd-client.mjs', import.meta.url));
+/** The package root, from daemon/demo/ in the sources or dist/daemon/demo/ once built. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('qmesh package root not found');
+    dir = up;
+  }
+  return dir;
+}
+export const RBAC_SCRIPT = join(packageRoot(), 'deploy/etcd/qmesh-etcd-rbac.sh');
+const CLIENT_SCRIPT = join(packageRoot(), 'test/support/etcd-client.mjs');
 
 /** Bound of startEtcdCluster()'s and start()'s wait for health (3.4 is healthy in ~1-2 s here). */
 export const ETCD_START_MS = 20_000;
