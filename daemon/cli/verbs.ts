@@ -25,6 +25,8 @@ export function checkConfigCommand(file: string): void {
   out(`  quic ${config.listen.quic.host}:${config.listen.quic.port}, capture port ${config.listen.capture}, admin ${config.listen.admin.host}:${config.listen.admin.port}`);
   out(`  local cidrs: ${config.local.cidrs.join(', ') || '(none)'}`);
   for (const p of config.peers) out(`  peer ${p.name} at ${p.endpoint.host}:${p.endpoint.port} owns ${p.cidrs.join(', ')}`);
+  const failClosed = config.capture.failClosedCidrs;
+  if (failClosed.length > 0) out(`  fail-closed cidrs (dropped unless local or a peer's): ${failClosed.join(', ')}`);
   if (etcd) {
     const e = config.membership.etcd;
     out(`  membership: etcd ${e.endpoints.join(', ')} as user "${etcd.user}", entries under ${e.prefix} (this host: ${e.prefix}${config.node.name}), lease ${e.leaseTtlMs / 1000} s, cache ${e.cacheFile}`);

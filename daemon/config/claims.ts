@@ -4,6 +4,8 @@
 // what it had. load.ts checks the file's peers this way (the first conflict
 // refuses the file), and membership/admit.ts checks etcd's entries the same
 // way (a conflicting entry is refused and logged, the others are admitted).
+// Tunnel endpoints must also lie outside capture.failClosedCidrs, whose rules
+// would drop the QUIC packets themselves.
 import { Cidr, IpAddress } from '../policy/cidr.js';
 import { reservedRangeProblem } from './dangerous.js';
 import type { HostPort } from './formats.js';
@@ -26,8 +28,10 @@ export class Claims {
   /** Underlay IP -> the key that holds it; one address is one host, whatever the port. */
   private readonly addresses = new Map<string, string>();
   private readonly endpoints: Array<{ key: string; host: string }> = [];
+  private readonly failClosed: readonly Cidr[];
 
-  constructor(node: { readonly name: string; readonly quic: HostPort; readonly localCidrs: readonly Cidr[] }) {
+  constructor(node: { readonly name: string; readonly quic: HostPort; readonly localCidrs: readonly Cidr[]; readonly failClosedCidrs?: readonly Cidr[] }) {
+    this.failClosed = node.failClosedCidrs ?? [];
     this.names.add(node.name);
     this.addresses.set(node.quic.host, 'listen.quic');
     this.endpoints.push({ key: 'listen.quic', host: node.quic.host });
@@ -68,6 +72,8 @@ export class Claims {
     // The underlay must not sit inside a function CIDR: the fail-closed rules drop plaintext
     // towards peer CIDRs, which would then include the QUIC packets themselves.
     const ip = IpAddress.parse(host);
+    const problem = this.failClosedProblem(`${key}.endpoint`, ip);
+    if (problem) return problem;
     const inside = [...this.owned, ...peer.cidrs.map((cidr) => ({ cidr, owner: `${key}.cidrs` }))].find((o) => o.cidr.contains(ip));
     if (inside) return `${key}.endpoint: ${host} lies inside ${inside.cidr} (${inside.owner}); tunnel endpoints must be underlay addresses outside every function CIDR`;
     for (const e of this.endpoints) {
@@ -91,6 +97,17 @@ export class Claims {
     const [quic] = this.endpoints;
     const inside = quic && local.find((o) => o.cidr.contains(IpAddress.parse(quic.host)));
     if (quic && inside) return `listen.quic: ${quic.host} lies inside ${inside.cidr} (local.cidrs); tunnel endpoints must be underlay addresses outside every function CIDR`;
-    return null;
+    for (const [i, cidr] of this.failClosed.entries()) {
+      const problem = reservedRangeProblem(cidr);
+      if (problem) return `capture.failClosedCidrs[${i}]: ${problem}`;
+    }
+    return quic ? this.failClosedProblem('listen.quic', IpAddress.parse(quic.host)) : null;
+  }
+
+  /** Why tunnel endpoint `ip` (named `key`) cannot lie where it does: inside a fail-closed CIDR, or null. */
+  private failClosedProblem(key: string, ip: IpAddress): string | null {
+    const inside = this.failClosed.find((c) => c.contains(ip));
+    if (!inside) return null;
+    return `${key}: ${ip} lies inside ${inside} (capture.failClosedCidrs); tunnel endpoints must be underlay addresses outside the fail-closed CIDRs, or the QUIC packets themselves would be dropped`;
   }
 }

@@ -52,7 +52,16 @@ export interface Config {
     readonly addressValidation: string;
   };
   readonly drain: { readonly graceMs: number; readonly stopTimeoutMs: number };
-  readonly capture: { readonly mark: number; readonly maxConnections: number; readonly maxConnectionsPerSource: number; readonly idleTimeoutMs: number; readonly applyRules: boolean; readonly ruleCheckIntervalMs: number };
+  readonly capture: {
+    readonly mark: number;
+    readonly maxConnections: number;
+    readonly maxConnectionsPerSource: number;
+    readonly idleTimeoutMs: number;
+    readonly applyRules: boolean;
+    readonly ruleCheckIntervalMs: number;
+    /** The fleet's function address space: what is in it and neither local nor a peer's is dropped (iptables/rules.ts). */
+    readonly failClosedCidrs: readonly Cidr[];
+  };
   readonly reload: { readonly watch: boolean; readonly debounceMs: number; readonly deniedConnections: 'close' | 'finish' };
 }
 
@@ -133,7 +142,7 @@ export function parseConfig(raw: object, file: string, env: NodeJS.ProcessEnv = 
     log: { level: v.log.level },
     tunnel: { ...v.tunnel },
     drain: { ...v.drain },
-    capture: { ...v.capture },
+    capture: { ...v.capture, failClosedCidrs: (v.capture.failClosedCidrs as string[]).map((c) => Cidr.parse(c)) },
     reload: { ...v.reload },
   };
   checkInvariants(config);
@@ -145,7 +154,7 @@ function checkInvariants(c: Config): void {
   if (c.tls.cert === '') fail(f, 'tls.cert: must name this host\'s certificate file (from `qmesh pki issue`)');
   if (c.tls.key === '') fail(f, 'tls.key: must name this host\'s private key file');
   // First, so a CIDR such as 0.0.0.0/0 is named for what it is rather than as an overlap.
-  const claims = new Claims({ name: c.node.name, quic: c.listen.quic, localCidrs: c.local.cidrs });
+  const claims = new Claims({ name: c.node.name, quic: c.listen.quic, localCidrs: c.local.cidrs, failClosedCidrs: c.capture.failClosedCidrs });
   const nodeProblem = claims.nodeProblem();
   if (nodeProblem) fail(f, nodeProblem);
   c.peers.forEach((p, i) => {
@@ -184,6 +193,18 @@ function checkMembership(c: Config): void {
     if (e[key] === '') fail(c.file, `membership.etcd.${key}: membership.source is "etcd", which needs a client TLS ${key === 'ca' ? 'CA file' : key === 'cert' ? 'certificate file' : 'private key file'}`);
   }
   if (e.cacheFile === '') fail(c.file, 'membership.etcd.cacheFile: must name a file (the last membership is kept there)');
+  // etcd is reached from this host's own sockets; inside a fail-closed CIDR its packets would be dropped.
+  e.endpoints.forEach((url, i) => {
+    const host = new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');
+    let ip: IpAddress;
+    try {
+      ip = IpAddress.parse(host);
+    } catch {
+      return; // a DNS name: resolved by the client, not checked here
+    }
+    const inside = c.capture.failClosedCidrs.find((f) => f.contains(ip));
+    if (inside) fail(c.file, `membership.etcd.endpoints[${i}]: ${host} lies inside ${inside} (capture.failClosedCidrs); the packets to etcd would be dropped. etcd must listen on an address outside the fail-closed CIDRs`);
+  });
 }
 
 /**

@@ -391,6 +391,12 @@ export const schema = {
       default: 10_000,
       env: 'QMESH_CAPTURE_RULE_CHECK_INTERVAL_MS',
     },
+    failClosedCidrs: {
+      doc: 'The function address space of the whole fleet, e.g. ["198.19.0.0/16"]: traffic between local functions (or host processes) and an address in it that is neither local nor a peer\'s (captured) is dropped, so a host that is not (yet) a peer is never reached in plaintext. Empty: only known peers are fail-closed.',
+      format: 'cidr-list',
+      default: [] as string[],
+      env: 'QMESH_CAPTURE_FAIL_CLOSED_CIDRS',
+    },
   },
 };
 

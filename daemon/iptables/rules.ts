@@ -57,7 +57,7 @@ interface Named {
   readonly peer: string;
 }
 
-/** Builds the whole rule set; families appear only where some CIDR or the QUIC listen address lives. */
+/** Builds the whole rule set; families appear only where some CIDR (fail-closed ones included) or the QUIC listen address lives. */
 export function buildRules(config: Config): RuleSet {
   const families: FamilyRules[] = [];
   for (const family of [4, 6] as const) {
@@ -65,14 +65,22 @@ export function buildRules(config: Config): RuleSet {
     const peers: Named[] = config.peers.flatMap((p) =>
       p.cidrs.filter((c) => c.family === family).map((cidr) => ({ cidr, peer: p.name })),
     );
+    const failClosed = config.capture.failClosedCidrs.filter((c) => c.family === family);
     const quicHere = config.listen.quic.family === family;
-    if (local.length === 0 && peers.length === 0 && !quicHere) continue;
-    families.push({ family, chains: familyChains(config, family, local, peers, quicHere) });
+    if (local.length === 0 && peers.length === 0 && failClosed.length === 0 && !quicHere) continue;
+    families.push({ family, chains: familyChains(config, family, local, peers, failClosed, quicHere) });
   }
   return { node: config.node.name, families };
 }
 
-function familyChains(config: Config, family: Family, local: readonly Cidr[], peers: readonly Named[], quicHere: boolean): ChainRules[] {
+function familyChains(
+  config: Config,
+  family: Family,
+  local: readonly Cidr[],
+  peers: readonly Named[],
+  failClosed: readonly Cidr[],
+  quicHere: boolean,
+): ChainRules[] {
   const capturePort = String(config.listen.capture);
   const quicPort = String(config.listen.quic.port);
   const mark = `0x${config.capture.mark.toString(16)}`;
@@ -115,6 +123,7 @@ function familyChains(config: Config, family: Family, local: readonly Cidr[], pe
       forward.push(['-s', peer.text, '-d', l.text, ...comment(`no uncaptured traffic from peer ${name} ${peer.text} to local ${l.text}`), '-j', 'DROP']);
     }
   }
+  if (failClosed.length > 0) addFailClosed(input, forward, outputFilter, local, failClosed);
 
   const natCommon: string[][] = [
     ...local.map((l) => ['-d', l.text, ...comment(`local ${l.text} is never tunnelled`), '-j', 'RETURN']),
@@ -139,6 +148,32 @@ function familyChains(config: Config, family: Family, local: readonly Cidr[], pe
     const key = `${table}/${chain}`;
     return { table, chain, builtin, jump: ['-j', chain, ...comment(JUMP_WHY[key]!)], rules: byChain[key]! };
   });
+}
+
+/**
+ * capture.failClosedCidrs, after the per-peer rules: what is left between local functions (or
+ * host processes) and the rest of the fleet's address space is a host that is not a peer (yet),
+ * so it is dropped. TCP to a peer never gets here (nat REDIRECTed it); the peers' plaintext was
+ * dropped above. Local CIDRs usually lie inside the fail-closed ones, so local <-> local traffic
+ * (and the daemon's delivery, from the gateway to a function) RETURNs first.
+ */
+function addFailClosed(input: string[][], forward: string[][], outputFilter: string[][], local: readonly Cidr[], failClosed: readonly Cidr[]): void {
+  const key = 'capture.failClosedCidrs';
+  for (const l of local) input.push(['-s', l.text, ...comment(`local ${l.text} to this host stays allowed`), '-j', 'RETURN']);
+  for (const f of failClosed) {
+    for (const l of local) input.push(['-s', f.text, '-d', l.text, ...comment(`no plaintext from ${f.text} in ${key} to local ${l.text}`), '-j', 'DROP']);
+  }
+  for (const a of local) {
+    for (const b of local) forward.push(['-s', a.text, '-d', b.text, ...comment(`local ${a.text} to local ${b.text} stays allowed`), '-j', 'RETURN']);
+  }
+  for (const l of local) {
+    for (const f of failClosed) {
+      forward.push(['-s', l.text, '-d', f.text, ...comment(`no uncaptured traffic from local ${l.text} to ${f.text} in ${key}`), '-j', 'DROP']);
+      forward.push(['-s', f.text, '-d', l.text, ...comment(`no plaintext from ${f.text} in ${key} to local ${l.text}`), '-j', 'DROP']);
+    }
+  }
+  for (const l of local) outputFilter.push(['-d', l.text, ...comment(`local ${l.text} stays reachable from this host`), '-j', 'RETURN']);
+  for (const f of failClosed) outputFilter.push(['-d', f.text, ...comment(`no uncaptured traffic from this host to ${f.text} in ${key}`), '-j', 'DROP']);
 }
 
 /** The comment text of a rule spec (what check() uses to see order), or undefined. */

@@ -26,7 +26,7 @@ const byCreation = (a: EtcdEntry, b: EtcdEntry): number => {
 
 export function admit(file: Config, entries: Iterable<EtcdEntry>): Admission {
   const { prefix } = file.membership.etcd;
-  const claims = new Claims({ name: file.node.name, quic: file.listen.quic, localCidrs: file.local.cidrs });
+  const claims = new Claims({ name: file.node.name, quic: file.listen.quic, localCidrs: file.local.cidrs, failClosedCidrs: file.capture.failClosedCidrs });
   file.peers.forEach((p, i) => claims.add(p, `peers[${i}]`)); // already checked by load.ts
   const peers: PeerConfig[] = [];
   const refused: Refusal[] = [];

@@ -83,6 +83,13 @@ describe('qmesh check-config', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^config OK: /);
     expect(r.stdout).toContain('spiffe://qmesh.test/host/host-1');
+    expect(r.stdout).not.toContain('fail-closed');
+  }, STEP_MS);
+
+  it('lists capture.failClosedCidrs when set', async () => {
+    const r = await qmesh(['check-config', '--config', writeConfig('fenced', { ...good, capture: { failClosedCidrs: ['198.19.0.0/16'] } })]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('  fail-closed cidrs (dropped unless local or a peer\'s): 198.19.0.0/16\n');
   }, STEP_MS);
 
   const clone = (): Record<string, any> => structuredClone(good);
@@ -98,6 +105,7 @@ describe('qmesh check-config', () => {
     ['a bad listen address', () => { const c = clone(); c.listen.quic = 'localhost:4433'; return c; }, 'listen.quic'],
     ['a function CIDR covering loopback (dangerous)', () => dangerous(), 'local.cidrs[1]'],
     ['an admin listener off loopback (dangerous)', () => { const c = clone(); c.listen.admin = '0.0.0.0:15000'; return c; }, 'listen.admin'],
+    ['listen.quic inside capture.failClosedCidrs (dangerous)', () => ({ ...clone(), capture: { failClosedCidrs: ['198.18.0.0/16'] } }), 'listen.quic'],
   ];
   bad.forEach(([what, make, key], i) => {
     it(`rejects ${what} with one stderr line naming ${key}`, async () => {

@@ -181,3 +181,58 @@ describe('IPv6 zones', () => {
     expect(refusal(c)).toMatch(/: policy\.rules\[0\]\.sourceCidrs\[0\] has an IPv6 zone .*not supported/);
   });
 });
+
+describe('capture.failClosedCidrs', () => {
+  const withFailClosed = (cidrs: string[]) => ({ ...base(), capture: { failClosedCidrs: cidrs } });
+
+  it('defaults to none, and loads the fleet\'s blocks from the file or the environment', () => {
+    expect(load(base()).capture.failClosedCidrs).toEqual([]);
+    expect(load(withFailClosed(['198.19.0.0/16', 'fd00:19::/48'])).capture.failClosedCidrs.map(String)).toEqual(['198.19.0.0/16', 'fd00:19::/48']);
+    expect(load(base(), { QMESH_CAPTURE_FAIL_CLOSED_CIDRS: '["198.19.0.0/16"]' }).capture.failClosedCidrs.map(String)).toEqual(['198.19.0.0/16']);
+  });
+
+  it('refuses a malformed or reserved block, naming it', () => {
+    expect(refusal(withFailClosed(['198.19.0.0/33']))).toMatch(/: capture\.failClosedCidrs\[0\] must be a CIDR/);
+    expect(refusal(withFailClosed(['198.19.0.1/16']))).toMatch(/: capture\.failClosedCidrs\[0\] has host bits set/);
+    const cases: Array<[string, RegExp]> = [
+      ['0.0.0.0/0', /covers every IPv4 address/],
+      ['::/0', /covers every IPv6 address/],
+      ['127.0.0.0/8', /loopback/],
+      ['0.0.0.0/1', /covers loopback 127\.0\.0\.0\/8/],
+      ['169.254.0.0/16', /link-local/],
+      ['fe80::/10', /link-local/],
+      ['224.0.0.0/4', /multicast/],
+      ['::ffff:0:0/96', /IPv4-mapped/],
+    ];
+    for (const [cidr, why] of cases) {
+      const message = refusal(withFailClosed(['198.19.0.0/16', cidr]));
+      expect(message).toMatch(new RegExp(`: capture\\.failClosedCidrs\\[1\\]: ${esc(cidr)} `));
+      expect(message).toMatch(why);
+    }
+  });
+
+  it('refuses listen.quic or a peer endpoint inside a fail-closed block: the QUIC packets themselves would be dropped', () => {
+    expect(refusal(withFailClosed(['198.18.0.0/16']))).toMatch(/: listen\.quic: 198\.18\.0\.1 lies inside 198\.18\.0\.0\/16 \(capture\.failClosedCidrs\).*QUIC packets themselves would be dropped/);
+    expect(refusal(withFailClosed(['198.18.0.2/32']))).toMatch(/: peers\[0\]\.endpoint: 198\.18\.0\.2 lies inside 198\.18\.0\.2\/32 \(capture\.failClosedCidrs\)/);
+    expect(refusal(withFailClosed(['fd00:18::/64']))).toMatch(/: peers\[1\]\.endpoint: fd00:18::3 lies inside fd00:18::\/64 \(capture\.failClosedCidrs\)/);
+  });
+
+  it('refuses an etcd endpoint (an IP literal) inside a fail-closed block; a DNS name is not checked', () => {
+    const etcd = (endpoints: string[]) => ({
+      ...withFailClosed(['198.19.0.0/16', 'fd00:19::/48']),
+      membership: { source: 'etcd', etcd: { endpoints, ca: 'etcd/ca.crt', cert: 'etcd/host-1.crt', key: 'etcd/host-1.key' } },
+    });
+    expect(refusal(etcd(['https://198.18.0.11:2379', 'https://198.19.0.11:2379']))).toMatch(
+      /: membership\.etcd\.endpoints\[1\]: 198\.19\.0\.11 lies inside 198\.19\.0\.0\/16 \(capture\.failClosedCidrs\); the packets to etcd would be dropped/,
+    );
+    expect(refusal(etcd(['https://[fd00:19::11]:2379']))).toMatch(/: membership\.etcd\.endpoints\[0\]: fd00:19::11 lies inside fd00:19::\/48/);
+    expect(load(etcd(['https://198.18.0.11:2379', 'https://etcd-1.example:2379', 'https://[fd00:18::11]:2379'])).membership.etcd.endpoints).toHaveLength(3);
+  });
+
+  it('allows local and peer CIDRs outside every fail-closed block (they are then protected from non-peers only inside it)', () => {
+    const c = withFailClosed(['198.19.0.0/16']);
+    c.local.cidrs.push('10.20.0.0/16');
+    c.peers[0].cidrs.push('10.21.0.0/16');
+    expect(load(c).local.cidrs.map(String)).toContain('10.20.0.0/16');
+  });
+});

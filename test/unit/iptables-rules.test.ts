@@ -160,3 +160,92 @@ describe('argv safety', () => {
     for (const patch of tries) expect(() => configWith(patch)).toThrow(expect.objectContaining({ code: 'QMESH_ERR_CONFIG' }));
   });
 });
+
+describe('capture.failClosedCidrs', () => {
+  /** The rule without its comment: matches, then target. */
+  const strip = (r: readonly string[]) => [...r.slice(0, r.indexOf('--comment') - 2), ...r.slice(r.indexOf('-j'))];
+  const dual = {
+    listen: { ...base.listen, quic: '198.18.0.1:4433' },
+    local: { cidrs: ['198.19.1.0/24', 'fd00:19:1::/64'] },
+    peers: [{ name: 'host-2', endpoint: '198.18.0.2:4433', cidrs: ['198.19.2.0/24', 'fd00:19:2::/64'] }],
+  };
+  const without = buildRules(configWith(dual));
+  const withKey = buildRules(configWith({ ...dual, capture: { failClosedCidrs: ['198.19.0.0/16', 'fd00:19::/48'] } }));
+
+  it('an empty key prints exactly the rules of a config without it', () => {
+    const printed = new RuleManager(configWith({ capture: { failClosedCidrs: [] } })).print();
+    expect(printed).toBe(fs.readFileSync(fixturePath, 'utf8'));
+    expect(printed).not.toContain('failClosedCidrs');
+  });
+
+  it('appends to the filter chains after the per-peer rules, in both families; nat is unchanged', () => {
+    for (const family of [4, 6] as const) {
+      for (const name of ['QMESH_INPUT', 'QMESH_FORWARD', 'QMESH_OUTPUT']) {
+        const before = chain(without, family, 'filter', name).rules;
+        expect(chain(withKey, family, 'filter', name).rules.slice(0, before.length)).toEqual(before);
+      }
+      for (const name of ['QMESH_PREROUTING', 'QMESH_OUTPUT']) {
+        expect(chain(withKey, family, 'nat', name)).toEqual(chain(without, family, 'nat', name));
+      }
+    }
+    const added = (family: 4 | 6, name: string) => {
+      const all = chain(withKey, family, 'filter', name).rules;
+      return all.slice(chain(without, family, 'filter', name).rules.length).map(strip);
+    };
+    // Local sources and destinations RETURN first: local CIDRs lie inside the fail-closed ones.
+    expect(added(4, 'QMESH_INPUT')).toEqual([
+      ['-s', '198.19.1.0/24', '-j', 'RETURN'],
+      ['-s', '198.19.0.0/16', '-d', '198.19.1.0/24', '-j', 'DROP'],
+    ]);
+    expect(added(4, 'QMESH_FORWARD')).toEqual([
+      ['-s', '198.19.1.0/24', '-d', '198.19.1.0/24', '-j', 'RETURN'],
+      ['-s', '198.19.1.0/24', '-d', '198.19.0.0/16', '-j', 'DROP'],
+      ['-s', '198.19.0.0/16', '-d', '198.19.1.0/24', '-j', 'DROP'],
+    ]);
+    expect(added(4, 'QMESH_OUTPUT')).toEqual([
+      ['-d', '198.19.1.0/24', '-j', 'RETURN'],
+      ['-d', '198.19.0.0/16', '-j', 'DROP'],
+    ]);
+    expect(added(6, 'QMESH_INPUT')).toEqual([
+      ['-s', 'fd00:19:1::/64', '-j', 'RETURN'],
+      ['-s', 'fd00:19::/48', '-d', 'fd00:19:1::/64', '-j', 'DROP'],
+    ]);
+    expect(added(6, 'QMESH_FORWARD')).toEqual([
+      ['-s', 'fd00:19:1::/64', '-d', 'fd00:19:1::/64', '-j', 'RETURN'],
+      ['-s', 'fd00:19:1::/64', '-d', 'fd00:19::/48', '-j', 'DROP'],
+      ['-s', 'fd00:19::/48', '-d', 'fd00:19:1::/64', '-j', 'DROP'],
+    ]);
+    expect(added(6, 'QMESH_OUTPUT')).toEqual([
+      ['-d', 'fd00:19:1::/64', '-j', 'RETURN'],
+      ['-d', 'fd00:19::/48', '-j', 'DROP'],
+    ]);
+  });
+
+  it('every added rule has its own comment naming the key', () => {
+    for (const fam of withKey.families) {
+      for (const c of fam.chains) {
+        const comments = c.rules.map((r) => r[r.indexOf('--comment') + 1]!);
+        expect(new Set(comments).size).toBe(comments.length);
+        for (const r of c.rules.filter((r) => r.at(-1) === 'DROP' && r.includes(fam.family === 4 ? '198.19.0.0/16' : 'fd00:19::/48'))) {
+          expect(r[r.indexOf('--comment') + 1]).toMatch(/^qmesh: .* in capture\.failClosedCidrs/);
+        }
+      }
+    }
+  });
+
+  it('several local and fail-closed blocks: every local pair RETURNs, every local/fail-closed pair drops both ways', () => {
+    const rules = buildRules(configWith({ local: { cidrs: ['198.19.1.0/24', '10.20.1.0/24'] }, capture: { failClosedCidrs: ['198.19.0.0/16', '10.20.0.0/16'] } }));
+    const forward = chain(rules, 4, 'filter', 'QMESH_FORWARD').rules.map(strip).slice(4); // after host-2's pairs
+    expect(forward.filter((r) => r.at(-1) === 'RETURN')).toHaveLength(4);
+    expect(forward.filter((r) => r.at(-1) === 'DROP')).toHaveLength(8);
+    expect(forward.findIndex((r) => r.at(-1) === 'DROP')).toBe(4);
+  });
+
+  it('a fail-closed block alone brings its family: host processes may not reach it', () => {
+    const rules = buildRules(configWith({ capture: { failClosedCidrs: ['198.19.0.0/16', 'fd00:19::/48'] } }));
+    expect(rules.families.map((f) => f.family)).toEqual([4, 6]);
+    expect(chain(rules, 6, 'filter', 'QMESH_OUTPUT').rules.map(strip)).toEqual([['-d', 'fd00:19::/48', '-j', 'DROP']]);
+    expect(chain(rules, 6, 'filter', 'QMESH_FORWARD').rules).toEqual([]);
+    expect(chain(rules, 6, 'nat', 'QMESH_PREROUTING').rules).toEqual([]);
+  });
+});

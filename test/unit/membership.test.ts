@@ -179,6 +179,15 @@ describe('admission', () => {
     expect(sameIp.refused[0]?.reason).toMatch(/198\.18\.0\.2 is also the address of etcd \/qmesh\/qmesh\.test\/hosts\/host-2\.endpoint/);
   });
 
+  it('refuses an entry whose endpoint lies inside capture.failClosedCidrs (its QUIC packets would be dropped)', () => {
+    const fenced = load(base({ capture: { failClosedCidrs: ['198.19.0.0/16'] } }));
+    const a = admit(fenced, [entry('host-2', host(2)), entry('host-7', host(7, { endpoint: '198.19.200.7:4433' }))]);
+    expect(a.admitted).toEqual(['host-2']);
+    expect(a.refused).toEqual([{ key: `${PREFIX}host-7`, reason: expect.stringMatching(/etcd \/qmesh\/qmesh\.test\/hosts\/host-7\.endpoint: 198\.19\.200\.7 lies inside 198\.19\.0\.0\/16 \(capture\.failClosedCidrs\)/) }]);
+    // Without the key the same entry is a peer.
+    expect(admit(file(), [entry('host-7', host(7, { endpoint: '198.19.200.7:4433' }))]).admitted).toEqual(['host-7']);
+  });
+
   it('a peer of the file keeps its name and CIDRs against etcd', () => {
     const withFilePeer = load(base({ peers: [{ name: 'host-2', endpoint: '198.18.0.2:4433', cidrs: ['198.19.2.0/24'] }] }));
     const a = admit(withFilePeer, [entry('host-2', host(2, { endpoint: '198.18.0.12:4433' })), entry('host-6', host(6, { cidrs: ['198.19.2.0/24'] }))]);
