@@ -7,9 +7,10 @@
 //   t_reload  host-1's "configuration reloaded" that lists host-3 (rules + data plane);
 //   t_first   a prober in host-1's function, opening a connection every 10 ms to
 //             host-3's function, gets its first echo back.
-// Join time = t_first - t_reg; p50 and p99 over the joins. host-3's fail-closed rules
-// are installed before the first join, so a connection that is not tunnelled never
-// gets an echo; host-1's capture counter is checked to go up at every join.
+// Join time = t_first - t_reg; p50 and p99 over the joins. Every host has
+// capture.failClosedCidrs 198.19.0.0/16 and host-3's rules are installed before its
+// first start, so a connection that is not tunnelled never gets an echo (a success
+// before t_reg fails the run); host-1's capture counter must go up at every join.
 // Results go to bench/results/<time>-membership-join.{json,md}.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -100,6 +101,8 @@ async function main(): Promise<void> {
         configFor: () => ({
           peers: [],
           drain: { graceMs: 0 },
+          // As README "Membership" recommends: a host that is not yet a peer is never reached in plaintext.
+          capture: { failClosedCidrs: ['198.19.0.0/16'] },
           membership: { source: 'etcd', etcd: { endpoints: etcd!.endpoints, ...pki.client(h.name), cacheFile: path.join(mesh.dir, `${h.name}-membership.json`) } },
         }),
       });

@@ -13,7 +13,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyMesh, logOf, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
-import { FnServer, fnClient, sleep, waitFor } from '../support/fn-net.js';
+import { FnServer, fnClient, plaintextMarker, sleep, waitFor } from '../support/fn-net.js';
+import { WireCapture } from '../support/wire-capture.js';
 import { makeEtcdPki, startEtcdCluster, type EtcdClientOp, type EtcdCluster, type EtcdPki } from '../../daemon/demo/etcd-cluster.js';
 import { skipUnlessTool } from '../support/tools.js';
 
@@ -21,6 +22,9 @@ const SKIP = process.env.QMESH_TEST_NETNS !== '1' || skipUnlessTool('etcd', 'etc
 const ECHO_PORT = 7007;
 const LEASE_TTL_MS = 3_000;
 const PREFIX = '/qmesh/qmesh.test/hosts/';
+/** The fleet's function space: nothing towards a host that is not (yet) a peer leaves in plaintext. */
+const FLEET = '198.19.0.0/16';
+const marker = plaintextMarker('membership');
 /** Bound for a new host to be reachable from the others, from the start of its daemon. */
 const JOIN_BOUND_MS = 10_000;
 
@@ -39,7 +43,7 @@ async function expectReach(from: HostInfo, to: HostInfo, timeoutMs = 5_000): Pro
 }
 
 async function reachable(from: HostInfo, to: HostInfo, timeoutMs: number): Promise<boolean> {
-  const r = await fnClient(mesh, from.functions[0]!.ns, 'rpc', { ip: to.functions[0]!.ip, port: ECHO_PORT, requestBytes: 64, timeoutMs });
+  const r = await fnClient(mesh, from.functions[0]!.ns, 'rpc', { ip: to.functions[0]!.ip, port: ECHO_PORT, requestBytes: 64, timeoutMs, marker });
   return r.error === null && r.replySha256 === r.requestSha256;
 }
 
@@ -59,6 +63,7 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
       mesh.writeConfig(h, {
         configFor: () => ({
           peers: [],
+          capture: { failClosedCidrs: [FLEET] },
           membership: {
             source: 'etcd',
             etcd: { endpoints: etcd.endpoints, ...pki.client(h.name), leaseTtlMs: LEASE_TTL_MS, cacheFile: cacheFile(h) },
@@ -82,13 +87,19 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
     await expectReach(h1, h2);
     await expectReach(h3, h1);
 
+    // Clients try host-4 before, while and after it joins; the underlay must carry none of it in plaintext.
+    const wire = await WireCapture.start(mesh);
+    expect(await reachable(h1, h4, 1_000)).toBe(false);
     const t0 = Date.now();
     await mesh.startDaemon(h4);
-    // Real TCP from every other host; host-4's fail-closed rules drop plaintext, so an answer proves the tunnel.
     for (const from of [h1, h2, h3]) {
       await waitFor(() => reachable(from, h4, 1_000).then((ok) => ok || null), JOIN_BOUND_MS, `${from.name} reaches host-4`, 50);
     }
     const joinedMs = Date.now() - t0;
+    await wire.stop();
+    expect(wire.contains(marker)).toBe(false);
+    const summary = await wire.summarize(hosts.map((h) => h.underlayIp), 4433);
+    expect(summary.tcp.filter((l) => l.includes('198.19.'))).toEqual([]); // etcd's own TCP (2379/2380) is on the underlay addresses
     console.log(`FIGURE membership-join-bound reachedFromAllMs=${joinedMs} boundMs=${JOIN_BOUND_MS}`);
     await expectReach(h4, h2);
     const s1 = await mesh.status(h1);
