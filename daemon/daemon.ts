@@ -81,7 +81,7 @@ export class Daemon {
     let rules: RuleManager | null = null;
     try {
       credentials = loadCredentials(next);
-      if (this.rules) rules = new RuleManager(next);
+      if (this.rules) rules = this.rules.successor(next);
     } catch (err) {
       return refuse((err as Error).message);
     }

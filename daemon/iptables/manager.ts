@@ -38,6 +38,16 @@ export class RuleManager {
     this.backendChosen = options.backend;
   }
 
+  /**
+   * The manager of another config's rules on the same host: it keeps this one's runner, backend and
+   * binaries, so a reload does not detect the backend again (four full `*-save` dumps and `-V` runs).
+   */
+  successor(config: Config): RuleManager {
+    const next = new RuleManager(config, { ...this.options, runner: this.runner, backend: this.backendChosen });
+    for (const [family, bin] of this.binaries) next.binaries.set(family, bin);
+    return next;
+  }
+
   /** The backend in use: the constructor's choice, else detected once. */
   async backend(): Promise<Backend> {
     this.backendChosen ??= await detectBackend(this.runner);

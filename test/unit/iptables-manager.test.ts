@@ -4,7 +4,9 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../daemon/config/load.js';
+import { loadConfig, withPeers } from '../../daemon/config/load.js';
+import { parseHostPort } from '../../daemon/config/formats.js';
+import { Cidr } from '../../daemon/policy/cidr.js';
 import type { CommandResult, CommandRunner } from '../../daemon/iptables/command-runner.js';
 import { RuleManager } from '../../daemon/iptables/manager.js';
 import { tokenize } from '../../daemon/iptables/table-state.js';
@@ -133,6 +135,18 @@ describe('RuleManager with a fake iptables', () => {
     expect(await manager.drift()).toEqual({ missing: [] });
     // Detection asks `iptables -V`; every table command then goes to one binary.
     expect(new Set(fake.calls.filter((c) => c[1] === '-w' && c[0]!.startsWith('iptables')).map((c) => c[0]))).toEqual(new Set(['iptables-nft', 'iptables-nft-restore']));
+  });
+
+  it('a successor (the next reload\'s rules) keeps the backend and binaries: no detection again', async () => {
+    const { fake, manager } = setup();
+    await manager.apply();
+    const before = fake.calls.length;
+    const next = withPeers(config, [{ name: 'host-9', endpoint: parseHostPort('198.18.0.9:4433'), cidrs: [Cidr.parse('198.19.9.0/24')] }]);
+    await manager.successor(next).apply();
+    const calls = fake.calls.slice(before);
+    expect(calls.filter((c) => c.some((a) => a === '-V') || c[0]!.endsWith('-save'))).toEqual([]);
+    expect(fake.mutations().at(-1)![0]).toBe('iptables-nft-restore');
+    expect(fake.transactions.at(-1)).toContain('198.19.9.0/24');
   });
 
   it('a second apply changes nothing', async () => {
