@@ -11,6 +11,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import { ErrorCodes, QmeshError } from '../errors.js';
+import { ExponentialBackoff, type IBackoff } from 'cockatiel';
 import { Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log.js';
@@ -102,6 +103,11 @@ export class EtcdSession {
       hosts: [...e.endpoints],
       credentials: { rootCertificate, certChain, privateKey },
       dialTimeout: 3_000,
+      // etcd3 re-creates a dropped watch after a back-off of up to 30 s by default: after an
+      // outage, changes would wait that long. Cap it as the other retries are.
+      // (etcd3 types the option as a backoff but calls .next() on it first, as on its own default,
+      // cockatiel's ExponentialBackoff factory: hence the cast.)
+      faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: RETRY_MIN_MS, maxDelay: RETRY_MAX_MS }) as unknown as IBackoff<unknown> },
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
     });
   }

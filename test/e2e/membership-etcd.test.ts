@@ -8,7 +8,8 @@
 //      cache and carries traffic, and a registration made meanwhile arrives after;
 //   4. a conflicting CIDR claim is refused (the earlier owner keeps it), and RBAC
 //      rejects an entry written under another host's name;
-//   5. 200 simulated registrations: time for one more to reach every daemon, CPU cost.
+//   5. a watch cut off while its revision is compacted reads the prefix again;
+//   6. 200 simulated registrations: time for one more to reach every daemon, CPU cost.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -205,7 +206,34 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
     await waitFor(async () => ((await mesh.status(h1)).membership.refused as any[]).length === 0 || null, 5_000, 'refusal clears');
   });
 
-  it('5. 200 simulated registrations: one more change reaches every daemon quickly; CPU cost', async () => {
+  it('5. a watch whose revision was compacted while it was cut off reads the prefix again', async () => {
+    const [h1, , h3] = hosts as [HostInfo, HostInfo, HostInfo];
+    const block = ['OUTPUT', '-p', 'tcp', '--dport', '2379', '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+    // Cut host-3's daemon off etcd: its connections to the client port are killed and new ones refused.
+    expect((await mesh.topo.exec(h3.ns, ['iptables', '-I', ...block])).code).toBe(0);
+    try {
+      expect((await mesh.topo.exec(h3.ns, ['ss', '-K', 'dport', '=', ':2379'])).code).toBe(0);
+      await waitFor(async () => (await mesh.status(h3)).membership.watching === false || null, 10_000, 'host-3 loses its watch');
+      // Meanwhile: an entry comes and another goes, and etcd compacts their history away.
+      await etcd.etcdctl(['put', `${PREFIX}host-9`, entryValue('host-9', '198.18.0.9:4433', ['198.19.9.0/24'])], { user: 'root' });
+      await etcd.etcdctl(['put', `${PREFIX}host-8`, entryValue('host-8', '198.18.0.8:4433', ['198.19.8.0/24'])], { user: 'root' });
+      await etcd.etcdctl(['del', `${PREFIX}host-8`], { user: 'root' });
+      const revision = JSON.parse(await etcd.etcdctl(['get', `${PREFIX}host-9`, '-w', 'json'], { user: 'root' })).header.revision as number;
+      await etcd.etcdctl(['compact', String(revision)], { user: 'root' });
+      await waitFor(async () => (await admittedBy(h1)).includes('host-9') || null, 5_000, 'host-1 (still watching) admits host-9');
+      expect(await admittedBy(h3)).not.toContain('host-9');
+    } finally {
+      await mesh.topo.exec(h3.ns, ['iptables', '-D', ...block]);
+    }
+    await waitFor(async () => (await admittedBy(h3)).includes('host-9') || null, 15_000, 'host-3 admits host-9 after reading again');
+    await waitFor(() => logOf(mesh.daemons.get('host-3')).some((e) => e.msg === 'etcd cancelled the watch; reading the prefix again') || null, 3_000, 'the cancelled watch is logged');
+    expect(await admittedBy(h3)).not.toContain('host-8');
+    expect((await mesh.status(h3)).membership).toMatchObject({ watching: true, ageSeconds: 0 });
+    await etcd.etcdctl(['del', `${PREFIX}host-9`], { user: 'root' });
+    await waitFor(async () => !(await admittedBy(h3)).includes('host-9') || null, 5_000, 'host-3 drops host-9');
+  }, 60_000);
+
+  it('6. 200 simulated registrations: one more change reaches every daemon quickly; CPU cost', async () => {
     const running = hosts.slice(0, 3);
     const cpu = (): Promise<number[]> => Promise.all(running.map((h) => cpuSeconds(mesh.daemons.get(h.name)!.child.pid!)));
     const before = await cpu();
