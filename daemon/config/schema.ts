@@ -284,7 +284,7 @@ export const schema = {
       env: 'QMESH_TUNNEL_CONNECT_TIMEOUT_MS',
     },
     reconnectMinMs: {
-      doc: 'First back-off delay before re-dialling a lost tunnel; doubles up to reconnectMaxMs.',
+      doc: 'First back-off delay before re-dialling a lost tunnel; doubles up to reconnectMaxMs, each delay shortened by up to a fifth at random (never below this), so dialers that failed together do not re-dial together.',
       format: positiveInt(10, 60_000),
       default: 100,
       env: 'QMESH_TUNNEL_RECONNECT_MIN_MS',

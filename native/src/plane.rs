@@ -172,7 +172,7 @@ pub fn stats_view(shared: &Shared) -> StatsView {
 pub fn prepare(json: &str) -> Result<(Snapshot, Credentials), String> {
     let snap = Snapshot::parse(json)?;
     let creds = Credentials::from_pem(&snap.tls.ca_pem, &snap.tls.cert_pem, &snap.tls.key_pem)?;
-    transport::transport(&snap)?;
+    transport::transport(&snap, snap.tunnel.max_streams)?;
     // A TLS config per role must build with these credentials (the per-peer ones differ only in the name).
     transport::client_config_for(&snap, &creds, &snap.node)?;
     transport::server_config_for(&snap, &creds, &snap.node)?;

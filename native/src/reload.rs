@@ -95,16 +95,12 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// tunnel.maxStreams changed: live connections give their peer the new stream credit.
-    /// QUIC cannot take back credit already given, so accept.rs also counts each peer's
-    /// flows against the current value and refuses the excess.
+    /// tunnel.maxStreams changed: connections peers dialled give them the new stream credit
+    /// (those we dialled give none: transport.rs). QUIC cannot take back credit already
+    /// given, so accept.rs also counts each peer's flows against the current value and
+    /// refuses the excess.
     fn set_stream_limit(&self, n: u32) {
         let n = quinn::VarInt::from_u32(n);
-        for d in self.all_dialers() {
-            for t in d.link.live() {
-                t.conn.set_max_concurrent_bi_streams(n);
-            }
-        }
         for (_, link) in self.accepted_links() {
             for t in link.live() {
                 t.conn.set_max_concurrent_bi_streams(n);

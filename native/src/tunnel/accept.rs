@@ -165,6 +165,13 @@ async fn handshake(
     // dialled before still looks alive means it restarted or renews.
     let redialled = link.live().iter().any(|t| t.conn.close_reason().is_none());
     link.add(tunnel.clone());
+    // Verified: the full stream credit now, outside the endpoint's lock (transport.rs). Read
+    // after `add`, so a reload from here on also reaches this connection; the loop below
+    // counts the peer's flows against the value in force regardless.
+    let max = shared.snapshot.load().tunnel.max_streams;
+    tunnel
+        .conn
+        .set_max_concurrent_bi_streams(quinn::VarInt::from_u32(max));
     stats::inc(&shared.quic.connections);
     shared.emit(Level::Info, "quic-listener", "peer tunnel accepted", fields! {"peer" => peer.name, "role" => "server", "from" => from.to_string(), "peerNotAfter" => iso(tunnel.peer.not_after_unix)});
     if let Some(d) = shared.dialer(&peer.name) {

@@ -240,7 +240,7 @@ impl Dialer {
             // Back-off; a flow waiting or the peer reaching us cuts it short (but never below reconnectMinMs between dials).
             let min = Duration::from_millis(shared.snapshot.load().tunnel.reconnect_min_ms);
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(jittered(backoff, min)) => {}
                 _ = self.kick.notified() => {
                     tokio::time::sleep(min.saturating_sub(dial_started.elapsed())).await;
                 }
@@ -494,6 +494,21 @@ impl Dialer {
             }
         }
     }
+}
+
+/// The back-off less up to a fifth of it, at random, never below `min`. Dialers that fail
+/// together (many dead peers, all dialled at start, each handshake timing out alike) would
+/// otherwise re-dial in waves, and each dial starts its handshake under the endpoint's lock.
+fn jittered(backoff: Duration, min: Duration) -> Duration {
+    use ring::rand::SecureRandom;
+    let mut r = [0u8; 4];
+    if ring::rand::SystemRandom::new().fill(&mut r).is_err() {
+        return backoff;
+    }
+    let fraction = f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX);
+    backoff
+        .saturating_sub(backoff.mul_f64(fraction / 5.0))
+        .max(min)
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

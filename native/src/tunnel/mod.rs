@@ -2,6 +2,8 @@
 //! dials each peer (dial.rs) and carries its outbound flows on that connection; each
 //! peer dials us and its flows arrive on the connection we accepted (accept.rs).
 pub mod accept;
+#[cfg(test)]
+mod dead_peers_tests;
 pub mod dial;
 #[cfg(test)]
 mod limits_tests;

@@ -1,6 +1,15 @@
-//! quinn settings from the snapshot: one transport for both roles, the endpoint (its
-//! stateless-reset key survives restarts), and per-peer TLS configs whose verifier
-//! expects exactly that peer's SPIFFE id (identity.rs).
+//! quinn settings from the snapshot: one transport for both roles (but for the streams the
+//! peer may open), the endpoint (its stateless-reset key survives restarts), and per-peer TLS
+//! configs whose verifier expects exactly that peer's SPIFFE id (identity.rs).
+//!
+//! Stream credit costs memory and time up front: quinn-proto (0.11) creates the state of
+//! every stream the peer may open when it creates the connection, and again when the credit
+//! is raised (`StreamsState::new`, `ensure_remote_streams`: two hash-map entries per stream).
+//! At tunnel.maxStreams' default (65,536) that is about 10 ms and 5.5 MB per connection, spent
+//! in `Endpoint::connect_with` / `Incoming::accept_with` under the endpoint's lock, which the
+//! endpoint driver needs for every datagram of every connection. So a connection we dial
+//! gives the peer no stream credit (flows only ever go from the dialling side: accept.rs), and
+//! one we accept gives it a little until the peer is verified (accept.rs raises it then).
 use crate::identity::{self, Credentials, Verdict};
 use crate::snapshot::{Congestion, Snapshot};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -13,14 +22,19 @@ use std::time::Duration;
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
-pub fn transport(s: &Snapshot) -> Result<Arc<TransportConfig>, String> {
+/// Streams a peer that dialled us may open before it is verified: enough for the flows that
+/// ride with the handshake, cheap to allocate (see the module docs).
+pub const HANDSHAKE_STREAM_CREDIT: u32 = 256;
+
+/// `peer_streams`: how many bidirectional streams the peer may have open at once.
+pub fn transport(s: &Snapshot, peer_streams: u32) -> Result<Arc<TransportConfig>, String> {
     let t = &s.tunnel;
     let mut c = TransportConfig::default();
     let idle = IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms))
         .map_err(|e| format!("tunnel.idleTimeoutMs: {e}"))?;
     c.max_idle_timeout(Some(idle));
     c.keep_alive_interval(Some(Duration::from_millis(t.keep_alive_ms)));
-    c.max_concurrent_bidi_streams(VarInt::from_u32(t.max_streams));
+    c.max_concurrent_bidi_streams(VarInt::from_u32(peer_streams));
     c.max_concurrent_uni_streams(VarInt::from_u32(0));
     // DATAGRAM frames only for liveness probes (probe.rs): room for one, never read.
     c.datagram_receive_buffer_size(Some(64));
@@ -65,7 +79,10 @@ pub fn server_config_for(
     let quic =
         QuicServerConfig::try_from(tls).map_err(|e| format!("QUIC server TLS config: {e}"))?;
     let mut c = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    c.transport_config(transport(s)?);
+    c.transport_config(transport(
+        s,
+        s.tunnel.max_streams.min(HANDSHAKE_STREAM_CREDIT),
+    )?);
     c.migration(false);
     // Only the handshakes the caps let through get state; the rest are ignored (accept.rs).
     c.max_incoming(1024);
@@ -84,6 +101,6 @@ pub fn client_config_for(
     let quic =
         QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC client TLS config: {e}"))?;
     let mut c = quinn::ClientConfig::new(Arc::new(quic));
-    c.transport_config(transport(s)?);
+    c.transport_config(transport(s, 0)?);
     Ok((c, verdict))
 }
