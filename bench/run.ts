@@ -8,21 +8,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
+import { packageRoot } from '../daemon/demo/package-root.js';
 import { BenchEnv } from './lib/bench-env.js';
 import { textReport, writeReport, type BenchReport, type RunInfo } from './report.js';
 import { SCENARIOS } from './scenarios/index.js';
 import type { ScenarioResult } from './scenarios/scenario.js';
 import { TRANSPORTS, type TransportName } from './transports/transport.js';
 
-function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('package root not found');
-    dir = up;
-  }
-  return dir;
-}
 
 function list<T extends string | number>(value: string, allowed: readonly T[], parse: (s: string) => T): T[] {
   const items = value.split(',').map((s) => parse(s.trim()));

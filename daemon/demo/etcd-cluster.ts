@@ -15,25 +15,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { runCommand, type ExecResult } from './netns-command.js';
+import { packageRoot } from './package-root.js';
 
 export type { ExecResult };
 
 /** The operator script the cluster's enableAuth() runs. */
-/** The package root, from daemon/demo/ in the sources or dist/daemon/demo/ once built. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('qmesh package root not found');
-    dir = up;
-  }
-  return dir;
-}
 export const RBAC_SCRIPT = join(packageRoot(), 'deploy/etcd/qmesh-etcd-rbac.sh');
 const CLIENT_SCRIPT = join(packageRoot(), 'test/support/etcd-client.mjs');
 

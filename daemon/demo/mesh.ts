@@ -5,21 +5,12 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { initCa, issueHost } from '../pki/index.js';
 import { randomPrefix, Topology, type HostInfo } from './topology.js';
+import { packageRoot } from './package-root.js';
 
 /** The built CLI, found from the package root whether this file runs from dist/ or (under vitest) from source. */
-function findCli(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('qmesh package root not found');
-    dir = up;
-  }
-  return path.join(dir, 'dist/daemon/cli/main.js');
-}
-export const CLI = findCli();
+export const CLI = path.join(packageRoot(), 'dist/daemon/cli/main.js');
 export const QUIC_PORT = 4433;
 export const CAPTURE_PORT = 15001;
 export const ADMIN_PORT = 15000;

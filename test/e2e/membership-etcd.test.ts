@@ -13,6 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI } from '../../daemon/demo/mesh.js';
 import { destroyMesh, logOf, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
 import { FnServer, fnClient, plaintextMarker, sleep, waitFor } from '../support/fn-net.js';
 import { WireCapture } from '../support/wire-capture.js';
@@ -47,6 +48,9 @@ async function reachable(from: HostInfo, to: HostInfo, timeoutMs: number): Promi
   const r = await fnClient(mesh, from.functions[0]!.ns, 'rpc', { ip: to.functions[0]!.ip, port: ECHO_PORT, requestBytes: 64, timeoutMs, marker });
   return r.error === null && r.replySha256 === r.requestSha256;
 }
+
+/** `qmesh status` as an operator runs it on the host. */
+const statusText = async (h: HostInfo): Promise<string> => (await mesh.topo.exec(h.ns, [process.execPath, CLI, 'status', '--config', mesh.configPath(h)], { timeoutMs: 10_000 })).stdout;
 
 const admittedBy = async (h: HostInfo): Promise<string[]> => ((await mesh.status(h)).membership?.admitted as string[]) ?? [];
 
@@ -106,6 +110,7 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
     const s1 = await mesh.status(h1);
     expect(s1.peers.find((p: any) => p.name === 'host-4')?.outbound.state).toBe('up');
     expect(s1.membership).toMatchObject({ source: 'etcd', ageSeconds: 0, watching: true, registered: true, refused: [] });
+    expect(await statusText(h1)).toMatch(/^membership: etcd \/qmesh\/qmesh\.test\/hosts\/, 3 peer\(s\), current \(revision \d+, watching, registered\)$/m);
   });
 
   it('2. a SIGKILLed host goes when its lease expires; the others are not disturbed', async () => {
@@ -143,6 +148,9 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
       const s1 = await mesh.status(h1);
       expect(s1.membership.ageSeconds).toBeGreaterThanOrEqual(1);
       expect(s1.membership.admitted).toEqual(expect.arrayContaining(['host-2', 'host-3']));
+      const text = await statusText(h1);
+      expect(text).toMatch(/^membership: etcd \/qmesh\/qmesh\.test\/hosts\/, \d+ peer\(s\), \d+s old/m);
+      expect(text).toMatch(/^WARNING: etcd is not confirming the membership/m);
       const metrics = (await mesh.admin(h1, '/metrics')).body;
       expect(Number(/^qmesh_membership_age_seconds (\S+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
 
