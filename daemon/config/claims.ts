@@ -7,7 +7,7 @@
 // Tunnel endpoints must also lie outside capture.failClosedCidrs, whose rules
 // would drop the QUIC packets themselves.
 import { Cidr, IpAddress } from '../policy/cidr.js';
-import { reservedRangeProblem } from './dangerous.js';
+import { endpointProblem, reservedRangeProblem } from './dangerous.js';
 import type { HostPort } from './formats.js';
 
 export interface PeerClaim {
@@ -45,14 +45,22 @@ export class Claims {
 
   /**
    * Why `peer` (named `key` in messages: "peers[2]") cannot be admitted next to the claims so far, or null;
-   * on null its claims are recorded.
+   * on null its claims are recorded. `fromEtcd`: an entry someone else wrote, held to more: it may claim
+   * only addresses inside capture.failClosedCidrs, and no part of an earlier host's CIDRs (in the file,
+   * an operator may nest a peer's block inside another's on purpose; from etcd, nesting would let a later
+   * host take part of an earlier one's traffic).
    */
-  add(peer: PeerClaim, key: string): string | null {
+  add(peer: PeerClaim, key: string, fromEtcd = false): string | null {
     for (const [j, cidr] of peer.cidrs.entries()) {
       const problem = reservedRangeProblem(cidr);
       if (problem) return `${key}.cidrs[${j}]: ${problem}`;
+      if (fromEtcd && !this.failClosed.some((f) => f.prefixLength <= cidr.prefixLength && f.overlaps(cidr))) {
+        return `${key}.cidrs[${j}]: ${cidr} lies outside capture.failClosedCidrs (${this.failClosed.join(', ') || 'none'}); an etcd entry may claim only the fleet's function addresses`;
+      }
     }
     const host = peer.endpoint.host;
+    const notEndpoint = endpointProblem(host);
+    if (notEndpoint) return `${key}.endpoint: ${notEndpoint}`;
     const holder = this.addresses.get(host);
     if (holder === 'listen.quic') return `${key}.endpoint: ${host} is this node's own address (listen.quic); a host is not its own peer`;
     if (holder) {
@@ -62,9 +70,9 @@ export class Claims {
     for (const cidr of peer.cidrs) {
       for (const o of this.owned) {
         if (!o.cidr.overlaps(cidr)) continue;
-        // Peers may nest (the longest prefix owns an address); local CIDRs never overlap a peer's,
-        // and two hosts never claim the very same block.
-        if (o.owner === 'local.cidrs' || o.cidr.prefixLength === cidr.prefixLength) {
+        // File peers may nest (the longest prefix owns an address); local CIDRs never overlap a peer's,
+        // two hosts never claim the very same block, and an etcd entry overlaps nothing earlier.
+        if (fromEtcd || o.owner === 'local.cidrs' || o.cidr.prefixLength === cidr.prefixLength) {
           return `${key}.cidrs: ${cidr} overlaps ${o.cidr} in ${o.owner}; every function address must belong to exactly one host`;
         }
       }

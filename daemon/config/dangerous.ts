@@ -53,6 +53,26 @@ export function reservedRangeProblem(cidr: Cidr): string | null {
   return `${cidr} ${relation} ${hit.what}: ${hit.why}`;
 }
 
+/** Addresses that name no single remote host: a tunnel endpoint there would reach this host or nobody. */
+const NOT_AN_ENDPOINT: ReadonlyArray<{ cidr: Cidr; what: string }> = [
+  { cidr: Cidr.parse('0.0.0.0/8'), what: 'an unspecified address ("this network")' },
+  { cidr: Cidr.parse('::/128'), what: 'an unspecified address' },
+  { cidr: Cidr.parse('127.0.0.0/8'), what: 'a loopback address' },
+  { cidr: Cidr.parse('::1/128'), what: 'a loopback address' },
+  { cidr: Cidr.parse('169.254.0.0/16'), what: 'a link-local address' },
+  { cidr: Cidr.parse('fe80::/10'), what: 'a link-local address' },
+  { cidr: Cidr.parse('224.0.0.0/4'), what: 'a multicast address' },
+  { cidr: Cidr.parse('ff00::/8'), what: 'a multicast address' },
+  { cidr: Cidr.parse('255.255.255.255/32'), what: 'the broadcast address' },
+];
+
+/** Why `host` cannot be a tunnel endpoint (a peer's, or the one this host advertises), or null. */
+export function endpointProblem(host: string): string | null {
+  const ip = IpAddress.parse(host);
+  const hit = NOT_AN_ENDPOINT.find((r) => r.cidr.contains(ip));
+  return hit ? `${host} is ${hit.what}, not one host's underlay address` : null;
+}
+
 export function isLoopback(host: string): boolean {
   const ip = IpAddress.parse(host);
   return LOOPBACK.some((c) => c.contains(ip));

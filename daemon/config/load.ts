@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCodes, QmeshError } from '../errors.js';
 import { Claims } from './claims.js';
-import { checkDangerous } from './dangerous.js';
+import { checkDangerous, endpointProblem } from './dangerous.js';
 import { Cidr, IpAddress } from '../policy/cidr.js';
 import type { Policy } from '../policy/policy.js';
 import { parseHostPort, type HostPort } from './formats.js';
@@ -193,6 +193,20 @@ function checkMembership(c: Config): void {
     if (e[key] === '') fail(c.file, `membership.etcd.${key}: membership.source is "etcd", which needs a client TLS ${key === 'ca' ? 'CA file' : key === 'cert' ? 'certificate file' : 'private key file'}`);
   }
   if (e.cacheFile === '') fail(c.file, 'membership.etcd.cacheFile: must name a file (the last membership is kept there)');
+  // The fleet's function space bounds what an entry may claim, and keeps a host that is not (yet) a
+  // peer from being reached in plaintext (README "Membership").
+  const fleet = c.capture.failClosedCidrs;
+  if (fleet.length === 0) {
+    fail(c.file, 'capture.failClosedCidrs: membership.source is "etcd", which needs the fleet\'s function address space here (e.g. ["198.19.0.0/16"]): etcd entries may claim only addresses inside it, and traffic towards a host that is not a peer yet is dropped instead of leaving in plaintext');
+  }
+  c.local.cidrs.forEach((cidr, i) => {
+    if (!fleet.some((f) => f.prefixLength <= cidr.prefixLength && f.overlaps(cidr))) {
+      fail(c.file, `local.cidrs[${i}]: ${cidr} lies outside capture.failClosedCidrs (${fleet.join(', ')}); the other hosts would refuse this host's etcd entry`);
+    }
+  });
+  // This host advertises listen.quic in its entry: it must be an address peers can dial.
+  const notEndpoint = endpointProblem(c.listen.quic.host);
+  if (notEndpoint) fail(c.file, `listen.quic: ${notEndpoint}; with etcd membership it is the endpoint this host advertises, so give the underlay address peers dial`);
   // etcd is reached from this host's own sockets; inside a fail-closed CIDR its packets would be dropped.
   e.endpoints.forEach((url, i) => {
     const host = new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');

@@ -65,17 +65,19 @@ export function etcdEndpoint(value: unknown): URL {
     throw new Error(`${JSON.stringify(value)} ${why}; expected "https://host:port" such as "https://198.18.0.1:2379"`);
   };
   if (typeof value !== 'string') return bad('is not a string');
-  let url: URL;
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(value)?.[1]?.toLowerCase();
+  if (scheme === undefined) return bad('is not a URL');
+  if (scheme !== 'https') return bad(`uses ${scheme}: qmesh speaks to etcd over TLS only`);
+  // Matched as written (URL() would drop a default port 443 and lower-case the host).
+  const m = /^https:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?\/?$/i.exec(value);
+  if (!m) return bad('has more than a host and port');
+  if (m[2] === undefined) return bad('has no port');
+  if (Number(m[2]) < 1 || Number(m[2]) > 65535) return bad('has a port outside 1-65535');
   try {
-    url = new URL(value);
+    return new URL(value);
   } catch {
     return bad('is not a URL');
   }
-  if (url.protocol !== 'https:') bad(`uses ${url.protocol.replace(/:$/, '')}: qmesh speaks to etcd over TLS only`);
-  if (url.port === '') bad('has no port');
-  if (url.username || url.password || (url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) bad('has more than a host and port');
-  if (value.replace(/\/$/, '') !== `https://${url.host}`) bad('has more than a host and port');
-  return url;
 }
 
 function etcdEndpointList(value: unknown): void {

@@ -37,7 +37,7 @@ export function admit(file: Config, entries: Iterable<EtcdEntry>): Admission {
       refused.push({ key: entry.key, reason: decoded.problem });
       continue;
     }
-    const problem = claims.add(decoded.peer, `etcd ${entry.key}`);
+    const problem = claims.add(decoded.peer, `etcd ${entry.key}`, true);
     if (problem) {
       refused.push({ key: entry.key, reason: problem });
       continue;

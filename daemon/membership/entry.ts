@@ -18,6 +18,10 @@ export interface EtcdEntry {
   readonly modRevision: string;
 }
 
+/** An entry may claim this many CIDRs at most: each costs rules on every host. */
+export const MAX_ENTRY_CIDRS = 64;
+const MAX_VALUE_BYTES = 16 * 1024;
+
 export const spiffeIdOf = (trustDomain: string, name: string): string => `spiffe://${trustDomain}/host/${name}`;
 
 /** The key and value this host registers. */
@@ -48,6 +52,7 @@ export function decodeEntry(prefix: string, trustDomain: string, entry: EtcdEntr
   } catch (err) {
     return { problem: `key ${entry.key}: the host name ${JSON.stringify(name)} ${(err as Error).message}` };
   }
+  if (Buffer.byteLength(entry.value) > MAX_VALUE_BYTES) return { problem: `the value is over ${MAX_VALUE_BYTES} bytes` };
   let value: unknown;
   try {
     value = JSON.parse(entry.value);
@@ -60,6 +65,7 @@ export function decodeEntry(prefix: string, trustDomain: string, entry: EtcdEntr
     return { problem: (err as Error).message };
   }
   const v = value as { id?: unknown; name: string; endpoint: string; cidrs: string[] };
+  if (v.cidrs.length > MAX_ENTRY_CIDRS) return { problem: `value.cidrs holds ${v.cidrs.length} CIDRs; an entry may claim at most ${MAX_ENTRY_CIDRS}` };
   if (v.name !== name) return { problem: `value.name "${v.name}" is not the key's host name "${name}"` };
   const id = spiffeIdOf(trustDomain, name);
   if (v.id !== id) return { problem: `value.id ${JSON.stringify(v.id)} is not ${id}, the identity of the key's host name` };

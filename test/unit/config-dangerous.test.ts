@@ -219,13 +219,13 @@ describe('capture.failClosedCidrs', () => {
 
   it('refuses an etcd endpoint (an IP literal) inside a fail-closed block; a DNS name is not checked', () => {
     const etcd = (endpoints: string[]) => ({
-      ...withFailClosed(['198.19.0.0/16', 'fd00:19::/48']),
+      ...withFailClosed(['198.19.0.0/16', 'fd00:19::/32']),
       membership: { source: 'etcd', etcd: { endpoints, ca: 'etcd/ca.crt', cert: 'etcd/host-1.crt', key: 'etcd/host-1.key' } },
     });
     expect(refusal(etcd(['https://198.18.0.11:2379', 'https://198.19.0.11:2379']))).toMatch(
       /: membership\.etcd\.endpoints\[1\]: 198\.19\.0\.11 lies inside 198\.19\.0\.0\/16 \(capture\.failClosedCidrs\); the packets to etcd would be dropped/,
     );
-    expect(refusal(etcd(['https://[fd00:19::11]:2379']))).toMatch(/: membership\.etcd\.endpoints\[0\]: fd00:19::11 lies inside fd00:19::\/48/);
+    expect(refusal(etcd(['https://[fd00:19::11]:2379']))).toMatch(/: membership\.etcd\.endpoints\[0\]: fd00:19::11 lies inside fd00:19::\/32/);
     expect(load(etcd(['https://198.18.0.11:2379', 'https://etcd-1.example:2379', 'https://[fd00:18::11]:2379'])).membership.etcd.endpoints).toHaveLength(3);
   });
 

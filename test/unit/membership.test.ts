@@ -23,6 +23,7 @@ const base = (extra: object = {}): object =>
       listen: { quic: '198.18.0.1:4433' },
       tls: { cert: 'pki/host-1.crt', key: 'pki/host-1.key' },
       local: { cidrs: ['198.19.1.0/24'] },
+      capture: { failClosedCidrs: ['198.19.0.0/16'] },
       membership: etcd,
       ...extra,
     }).filter(([, v]) => v !== undefined),
@@ -93,6 +94,12 @@ describe('membership config', () => {
     expect(refusal(withEtcd({ leaseTtlMs: 1000 }))).toMatch(/membership\.etcd\.leaseTtlMs/);
     expect(refusal(withEtcd({ endpoint: ['https://a:1'] }))).toMatch(/membership\.etcd\.endpoint: unknown key/);
     expect(refusal(base({ membership: { source: 'consul' } }))).toMatch(/membership\.source/);
+    expect(refusal(base({ capture: undefined }))).toMatch(/capture\.failClosedCidrs: membership\.source is "etcd", which needs the fleet's function address space/);
+    expect(refusal(base({ local: { cidrs: ['10.1.0.0/24'] } }))).toMatch(/local\.cidrs\[0\]: 10\.1\.0\.0\/24 lies outside capture\.failClosedCidrs/);
+    expect(refusal(base({ listen: { quic: '0.0.0.0:4433' } }))).toMatch(/listen\.quic: 0\.0\.0\.0 is an unspecified address .*the endpoint this host advertises/);
+    // Written as operators write them: the default port, upper-case names and IPv6 literals are fine.
+    expect(load(withEtcd({ endpoints: ['https://10.0.0.1:443', 'https://[FD00::1]:2379', 'https://ETCD1:2379'] })).membership.etcd.endpoints).toHaveLength(3);
+    expect(refusal(withEtcd({ endpoints: ['https://10.0.0.1:70000'] }))).toMatch(/port outside 1-65535/);
     expect(refusal(base({ membership: { source: 'file', etcd: etcd.etcd } }))).toMatch(/membership\.etcd\.endpoints: set, but membership\.source is "file"/);
   });
 
@@ -159,6 +166,15 @@ describe('admission', () => {
     }
     // Once the owner leaves, the claim stands.
     expect(admit(file(), [thief]).admitted).toEqual(['host-9']);
+    // Nor may a later entry take part of an earlier one's block, or cover it (in the file, nesting is allowed).
+    const part = entry('host-8', host(8, { cidrs: ['198.19.2.128/25'] }));
+    const cover = entry('host-7', host(7, { cidrs: ['198.19.0.0/17'] }));
+    const b = admit(file(), [first, part, cover]);
+    expect(b.admitted).toEqual(['host-2']);
+    expect(b.refused.map((r) => r.reason)).toEqual([
+      expect.stringMatching(/198\.19\.2\.128\/25 overlaps 198\.19\.2\.0\/24 in etcd \S+host-2\.cidrs/),
+      expect.stringMatching(/198\.19\.0\.0\/17 overlaps/),
+    ]);
   });
 
   it('checks each entry as a peer in the file is checked', () => {
@@ -167,8 +183,13 @@ describe('admission', () => {
       [host(4, { cidrs: ['0.0.0.0/0'] }), /covers every IPv4 address/],
       [host(4, { cidrs: ['127.0.0.0/8'] }), /loopback/],
       [host(4, { endpoint: '198.18.0.1:5555' }), /this node's own address/],
-      [host(4, { endpoint: '198.19.4.1:4433' }), /lies inside 198\.19\.4\.0\/24/],
-      [host(4, { endpoint: '198.18.1.4:4433', cidrs: ['198.18.0.0/24'] }), /listen\.quic: 198\.18\.0\.1 lies inside 198\.18\.0\.0\/24/],
+      [host(4, { endpoint: '198.19.4.1:4433' }), /lies inside 198\.19\.0\.0\/16 \(capture\.failClosedCidrs\)/],
+      [host(4, { endpoint: '198.18.1.4:4433', cidrs: ['198.18.0.0/24'] }), /198\.18\.0\.0\/24 lies outside capture\.failClosedCidrs/],
+      [host(4, { cidrs: ['8.8.8.0/24'] }), /lies outside capture\.failClosedCidrs \(198\.19\.0\.0\/16\); an etcd entry may claim only/],
+      [host(4, { endpoint: '127.0.0.1:4433' }), /127\.0\.0\.1 is a loopback address/],
+      [host(4, { endpoint: '0.0.0.0:53' }), /0\.0\.0\.0 is an unspecified address/],
+      [host(4, { endpoint: '224.0.0.1:4433' }), /multicast/],
+      [host(4, { cidrs: Array.from({ length: 65 }, (_, k) => `198.19.${100 + k}.0/24`) }), /holds 65 CIDRs; an entry may claim at most 64/],
     ];
     for (const [value, reason] of cases) {
       const a = admit(file(), [entry('host-4', value)]);
@@ -184,8 +205,6 @@ describe('admission', () => {
     const a = admit(fenced, [entry('host-2', host(2)), entry('host-7', host(7, { endpoint: '198.19.200.7:4433' }))]);
     expect(a.admitted).toEqual(['host-2']);
     expect(a.refused).toEqual([{ key: `${PREFIX}host-7`, reason: expect.stringMatching(/etcd \/qmesh\/qmesh\.test\/hosts\/host-7\.endpoint: 198\.19\.200\.7 lies inside 198\.19\.0\.0\/16 \(capture\.failClosedCidrs\)/) }]);
-    // Without the key the same entry is a peer.
-    expect(admit(file(), [entry('host-7', host(7, { endpoint: '198.19.200.7:4433' }))]).admitted).toEqual(['host-7']);
   });
 
   it('a peer of the file keeps its name and CIDRs against etcd', () => {
