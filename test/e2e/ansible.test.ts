@@ -6,9 +6,12 @@
 // changes nothing. Then a fourth host joins the inventory: a re-run changes the three old
 // configs (and installs the new host), SIGHUP (what the role's reload handler sends) makes
 // the old daemons take the new peer (same processes), and all four hosts reach each other.
-// Last, certificates due for renewal are re-issued and the hosts reload onto them.
+// Then certificates due for renewal are re-issued and the hosts reload onto them. Last,
+// qmesh_fail_closed_cidrs: rendered as capture.failClosedCidrs, taken on reload, and gone again
+// (byte for byte the config of before) when unset.
 // Separately (no namespaces): two hosts rendered with etcd membership (the operator's etcd
-// client certificates, made here with openssl), and the checks that stop such a play early.
+// client certificates, made here with openssl), the checks that stop such a play early, and
+// what restarts there (a host's function CIDRs) and what only reloads with file membership.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -166,6 +169,7 @@ describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run
       expect(cfg.node.name).toBe(h.name);
       expect(cfg.listen.quic).toBe(`${h.underlayIp}:4433`);
       expect(cfg.local.cidrs).toEqual([h.functionCidr]);
+      expect(cfg.capture).toBeUndefined(); // qmesh_fail_closed_cidrs [] (the default) renders nothing
       expect(cfg.peers).toEqual(three.filter((p) => p !== h).map((p) => ({ name: p.name, endpoint: `${p.underlayIp}:4433`, cidrs: [p.functionCidr] })));
       // The config names the rendered certificates, inside this host's root.
       for (const f of [cfg.tls.ca, cfg.tls.cert, cfg.tls.key]) expect(f.startsWith(path.join(rootOf(h), 'etc/qmesh/pki/'))).toBe(true);
@@ -237,12 +241,42 @@ describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run
     const again = await playbook(mesh.hosts);
     expect(Object.fromEntries(mesh.hosts.map((h) => [h.name, again[h.name]?.changed]))).toEqual(Object.fromEntries(mesh.hosts.map((h) => [h.name, 0])));
   }, PLAYBOOK_MS * 2);
+
+  it('qmesh_fail_closed_cidrs is rendered as capture.failClosedCidrs and taken on reload; unset, the config is the one of before', async () => {
+    const before = new Map(mesh.hosts.map((h) => [h.name, fs.readFileSync(configOf(h), 'utf8')]));
+    const FLEET = ['198.19.0.0/16']; // every host's function CIDR (198.19.<i>.0/24) lies inside; the underlay (198.18.0.<i>) outside
+    const recap = await playbook(mesh.hosts, { qmesh_fail_closed_cidrs: FLEET });
+    for (const h of mesh.hosts) {
+      expect(recap[h.name]!.changed).toBeGreaterThan(0);
+      const cfg = JSON.parse(fs.readFileSync(configOf(h), 'utf8'));
+      expect(cfg.capture).toEqual({ failClosedCidrs: FLEET });
+      // Everything else as before.
+      expect({ ...cfg, capture: undefined }).toEqual({ ...JSON.parse(before.get(h.name)!), capture: undefined });
+    }
+    // It follows reload: no restart.
+    expect(handlersRun(recap[OUTPUT]!)).toEqual({ 'Reload qmesh': mesh.hosts.map((h) => h.name).sort() });
+    const pids = mesh.hosts.map((h) => daemonOf(mesh, h).child.pid);
+    for (const h of mesh.hosts) {
+      const d = daemonOf(mesh, h);
+      const mark = d.log.length;
+      d.child.kill('SIGHUP');
+      await waitFor(() => d.log.slice(mark).some((l) => l.includes('"configuration reloaded"')), 10_000, `${h.name} reloads`);
+      expect((await mesh.admin(h, '/healthz')).status).toBe(200);
+    }
+    await allPairs(mesh.hosts); // peers' traffic is captured: the fail-closed rules leave it alone
+    expect(mesh.hosts.map((h) => daemonOf(mesh, h).child.pid)).toEqual(pids);
+    // Back to the default []: the capture section goes, and each config is byte for byte the one of before.
+    const back = await playbook(mesh.hosts);
+    expect(handlersRun(back[OUTPUT]!)).toEqual({ 'Reload qmesh': mesh.hosts.map((h) => h.name).sort() });
+    for (const h of mesh.hosts) expect(fs.readFileSync(configOf(h), 'utf8')).toBe(before.get(h.name));
+  }, PLAYBOOK_MS * 2);
 });
 
 describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () => {
   // Rendered only (nothing runs here, so no namespaces and no etcd): made-up underlay addresses.
   const hosts: InventoryHost[] = [1, 2].map((i) => ({ name: `host-${i}`, underlayIp: `198.18.0.${i}`, functionCidr: `198.19.${i}.0/24` }));
   const ENDPOINTS = ['https://198.18.0.101:2379', 'https://198.18.0.102:2379'];
+  const FLEET = ['198.19.0.0/16']; // the fleet's function address space: every functionCidr inside, the underlay and etcd outside
   let etcdPki: string;
   const etcdVars = (): Record<string, unknown> => ({
     qmesh_membership: 'etcd',
@@ -250,6 +284,7 @@ describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () 
     qmesh_etcd_prefix: '/fleet/test/',
     qmesh_etcd_lease_ttl_ms: 5000,
     qmesh_etcd_pki_dir: etcdPki,
+    qmesh_fail_closed_cidrs: FLEET,
   });
 
   beforeAll(() => {
@@ -278,6 +313,7 @@ describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () 
       const cfg = JSON.parse(fs.readFileSync(configOf(h), 'utf8'));
       expect(cfg.node.name).toBe(h.name);
       expect(cfg.peers).toEqual([]);
+      expect(cfg.capture).toEqual({ failClosedCidrs: FLEET });
       expect(cfg.membership).toEqual({
         source: 'etcd',
         etcd: {
@@ -300,6 +336,7 @@ describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () 
       // The role validated it already (template validate); once more here, reading the installed files.
       const cli = path.join(rootOf(h), 'usr/local/bin/qmesh');
       const out = execFileSync(process.execPath, [cli, 'check-config', '--config', configOf(h)], { encoding: 'utf8' });
+      expect(out).toContain(`fail-closed cidrs (dropped unless local or a peer's): ${FLEET.join(', ')}`);
       expect(out).toContain(`membership: etcd ${ENDPOINTS.join(', ')} as user "${h.name}", entries under /fleet/test/ (this host: /fleet/test/${h.name}), lease 5 s`);
       expect(out).not.toContain('warning');
     }
@@ -317,9 +354,23 @@ describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () 
       expect(check).toContain(`entries under /qmesh/qmesh.test/hosts/ (this host: /qmesh/qmesh.test/hosts/${h.name})`);
     }
     expect(handlersRun(out)['Restart qmesh']).toEqual(hosts.map((h) => h.name));
+
+    // With etcd a host's own entry (its function CIDRs) is written at start: a change of them
+    // restarts that host. The other host's config does not change (its peers come from etcd).
+    const moved = hosts.map((h) => (h.name === 'host-1' ? { ...h, functionCidr: '198.19.11.0/24' } : h));
+    const before2 = fs.readFileSync(configOf(hosts[1]!), 'utf8');
+    const cidrs = await playbook(moved, { ...etcdVars(), qmesh_etcd_prefix: '' });
+    const cidrsOut = cidrs[OUTPUT]!;
+    expect(JSON.parse(fs.readFileSync(configOf(hosts[0]!), 'utf8')).local.cidrs).toEqual(['198.19.11.0/24']);
+    expect(fs.readFileSync(configOf(hosts[1]!), 'utf8')).toBe(before2);
+    expect(cidrs['host-2']!.changed).toBe(0);
+    expect(cidrsOut).toContain('"msg": "host-1: changed local.cidrs, which only a restart applies"');
+    expect(handlersRun(cidrsOut)['Restart qmesh']).toEqual(['host-1']);
+    // Back (restarts host-1 again), for the cases below.
+    await playbook(hosts, etcdVars());
   }, PLAYBOOK_MS);
 
-  it('fails the play early when the endpoints are missing or an etcd TLS file is not on the control node', async () => {
+  it('fails the play early when the endpoints or qmesh_fail_closed_cidrs are missing, or an etcd TLS file is not on the control node', async () => {
     const noEndpoints = await runPlaybook(hosts, { ...etcdVars(), qmesh_etcd_endpoints: [] });
     expect(noEndpoints.code).not.toBe(0);
     for (const h of hosts) {
@@ -327,6 +378,14 @@ describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () 
     }
     // Before anything is installed or rendered.
     expect(noEndpoints.out).not.toContain('TASK [qmesh : Render the config');
+
+    const noFailClosed = await runPlaybook(hosts, { ...etcdVars(), qmesh_fail_closed_cidrs: [] });
+    expect(noFailClosed.code).not.toBe(0);
+    for (const h of hosts) {
+      expect(noFailClosed.out).toContain(`${h.name}: qmesh_membership is etcd but qmesh_fail_closed_cidrs is empty: list the fleet's function address space`);
+      expect(noFailClosed.out).toMatch(new RegExp(`fatal: \\[${h.name}\\]`));
+    }
+    expect(noFailClosed.out).not.toContain('TASK [qmesh : Render the config');
 
     fs.renameSync(path.join(etcdPki, 'host-2.key'), path.join(etcdPki, 'host-2.key.away'));
     try {
@@ -338,5 +397,17 @@ describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () 
     } finally {
       fs.renameSync(path.join(etcdPki, 'host-2.key.away'), path.join(etcdPki, 'host-2.key'));
     }
+  }, PLAYBOOK_MS);
+
+  it('with file membership a change of function CIDRs only reloads (restart-only with etcd alone)', async () => {
+    const fileVars = { qmesh_fail_closed_cidrs: FLEET };
+    await playbook(hosts, fileVars); // etcd -> file: membership changes, a restart
+    const moved = hosts.map((h) => (h.name === 'host-1' ? { ...h, functionCidr: '198.19.11.0/24' } : h));
+    const recap = await playbook(moved, fileVars);
+    const out = recap[OUTPUT]!;
+    for (const h of hosts) expect(recap[h.name]!.changed).toBeGreaterThan(0); // host-2: host-1's peer entry
+    expect(JSON.parse(fs.readFileSync(configOf(hosts[1]!), 'utf8')).peers[0].cidrs).toEqual(['198.19.11.0/24']);
+    expect(out).not.toContain('which only a restart applies');
+    expect(handlersRun(out)).toEqual({ 'Reload qmesh': hosts.map((h) => h.name) });
   }, PLAYBOOK_MS);
 });
