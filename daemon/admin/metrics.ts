@@ -37,7 +37,7 @@ export interface MetricsSample {
   /** The iptables rules' health (iptables/rule-watch.ts); null when the daemon does not watch them. */
   readonly rules: { readonly ok: boolean; readonly drifts: number; readonly repairs: number; readonly checkErrors: number } | null;
   /** membership.source "etcd" (membership/membership.ts); null with "file". */
-  readonly membership: { readonly ageSeconds: number | null; readonly watching: boolean; readonly registered: boolean; readonly admitted: number; readonly refused: number } | null;
+  readonly membership: { readonly ageSeconds: number; readonly watching: boolean; readonly registered: boolean; readonly admitted: number; readonly refused: number } | null;
 }
 
 type TunnelLabels = 'peer' | 'tunnel';
@@ -106,7 +106,7 @@ export class MetricsRegistry {
     this.counter('iptables_drift_total', 'Looks (every capture.ruleCheckIntervalMs, and at /healthz) that found the iptables rules drifted from the configuration.', [], (s) => [[{}, s.rules?.drifts]]);
     this.counter('iptables_repairs_total', 'Times drifted iptables rules were put back (capture.applyRules).', [], (s) => [[{}, s.rules?.repairs]]);
     this.counter('iptables_check_errors_total', 'Looks that could not read the iptables rules.', [], (s) => [[{}, s.rules?.checkErrors]]);
-    this.gauge('membership_age_seconds', 'Seconds since etcd last confirmed the membership in force (0 while the watch is up and keep-alives succeed); it grows while etcd is unreachable, and the last membership stays in force.', [], (s) => [[{}, s.membership?.ageSeconds]]);
+    this.gauge('membership_age_seconds', 'Seconds since etcd last confirmed the membership in force (0 while the watch is up and reads succeed; since start if etcd was never read); it grows while etcd is unreachable, and the last membership stays in force.', [], (s) => [[{}, s.membership?.ageSeconds]]);
     this.gauge('membership_etcd_watching', 'Whether the watch on the etcd prefix is established (1) or reconnecting (0).', [], (s) => [[{}, s.membership ? (s.membership.watching ? 1 : 0) : null]]);
     this.gauge('membership_etcd_registered', 'Whether this host\'s entry is written under a live lease (1) or being registered again (0).', [], (s) => [[{}, s.membership ? (s.membership.registered ? 1 : 0) : null]]);
     this.gauge('membership_peers', 'Peers admitted from etcd entries.', [], (s) => [[{}, s.membership?.admitted]]);

@@ -18,12 +18,12 @@ export interface StatusDocument {
   capture: { accepted: number; refused: number; deniedByPolicy?: number; active: number } | null;
   inbound: { accepted: number; denied: number; deniedByPolicy?: number; connectFailed: number; active: number } | null;
   rules?: { ok: boolean; missing: string[]; error: string | null } | null;
-  membership?: { source: 'file'; peers: number } | { source: 'etcd'; ageSeconds: number | null; fromCache: boolean; watching: boolean; registered: boolean; revision: string; prefix: string; admitted: string[]; refused: Array<{ key: string; reason: string }> };
+  membership?: { source: 'file'; peers: number } | { source: 'etcd'; ageSeconds: number; confirmedAt: string | null; fromCache: boolean; watching: boolean; registered: boolean; revision: string; prefix: string; admitted: string[]; refused: Array<{ key: string; reason: string }> };
 }
 
 function membershipLine(m: NonNullable<StatusDocument['membership']>): string[] {
   if (m.source === 'file') return [`membership: file, ${m.peers} peer(s)`];
-  const age = m.ageSeconds === null ? 'never read from etcd' : m.ageSeconds === 0 ? 'current' : `${formatDuration(m.ageSeconds)} old`;
+  const age = m.confirmedAt === null ? `never read from etcd (up ${formatDuration(m.ageSeconds)})` : m.ageSeconds === 0 ? 'current' : `${formatDuration(m.ageSeconds)} old`;
   const state = [m.fromCache ? 'from the cache' : `revision ${m.revision}`, m.watching ? 'watching' : 'NOT WATCHING', m.registered ? 'registered' : 'NOT REGISTERED'].join(', ');
   const lines = [`membership: etcd ${m.prefix}, ${m.admitted.length} peer(s), ${age} (${state})`];
   if (m.ageSeconds !== 0) lines.push('WARNING: etcd is not confirming the membership; the last one stays in force (README "Membership", runbook)');

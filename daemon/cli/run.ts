@@ -19,6 +19,8 @@ import { EtcdMembership } from '../membership/membership.js';
 type Trigger = 'SIGHUP' | 'file change' | 'membership change';
 /** A pending reload of a higher rank covers one of a lower rank. */
 const RANK: Record<Trigger, number> = { SIGHUP: 2, 'file change': 1, 'membership change': 0 };
+const MEMBERSHIP_RETRY_MIN_MS = 1_000;
+const MEMBERSHIP_RETRY_MAX_MS = 30_000;
 
 export async function runCommand(file: string): Promise<void> {
   const config = loadConfig(file, process.env);
@@ -61,8 +63,11 @@ export async function runCommand(file: string): Promise<void> {
   let lastHash = contentHash(watchedFiles());
   let reloading: Promise<void> | null = null;
   let again: Trigger | null = null;
-  // Set by every change of etcd's entries, cleared by any reload (each one admits the entries of the moment).
+  // Set by every change of etcd's entries, cleared by any reload (each one admits the entries of the moment),
+  // and set again when that reload is refused: the change is retried, with back-off, until it lands.
   let membershipPending = false;
+  let membershipRetryMs = MEMBERSHIP_RETRY_MIN_MS;
+  let membershipRetry: NodeJS.Timeout | null = null;
   const reload = (trigger: Trigger): void => {
     if (stopping || !daemon.ready) return;
     if (reloading) {
@@ -87,14 +92,22 @@ export async function runCommand(file: string): Promise<void> {
       try {
         const nextFile = trigger === 'membership change' ? fileConfig : loadConfig(file, process.env);
         const result = await daemon.reload(membership ? membership.configFor(nextFile) : nextFile);
-        // The new config may name other certificate files; the hash covers what was just read.
         if (result.ok) {
+          membership?.applied();
+          membershipRetryMs = MEMBERSHIP_RETRY_MIN_MS;
           fileConfig = nextFile;
-          watcher.watch(watchedFiles());
-          lastHash = contentHash(watchedFiles());
+          // The new config may name other certificate files; the hash covers what was just read. A
+          // membership reload used the file config in force, so an edit on disk stays to be reloaded.
+          if (trigger !== 'membership change') {
+            watcher.watch(watchedFiles());
+            lastHash = contentHash(watchedFiles());
+          }
+        } else if (membership) {
+          retryMembership();
         }
       } catch (err) {
         log.error({ file: config.file, reason: (err as Error).message }, 'reload rejected; the running configuration stays');
+        if (membership) retryMembership();
       }
     })().finally(() => {
       reloading = null;
@@ -103,6 +116,18 @@ export async function runCommand(file: string): Promise<void> {
       again = null;
       if (next) reload(next);
     });
+  };
+  // A refused reload may have carried a membership change: try it again later, on the file config in force.
+  const retryMembership = (): void => {
+    if (membershipRetry || stopping) return;
+    log.warn({ retryInMs: membershipRetryMs }, 'the membership change is not in force; retrying');
+    membershipRetry = setTimeout(() => {
+      membershipRetry = null;
+      membershipPending = true;
+      reload('membership change');
+    }, membershipRetryMs);
+    membershipRetry.unref();
+    membershipRetryMs = Math.min(membershipRetryMs * 2, MEMBERSHIP_RETRY_MAX_MS);
   };
   membership?.onChange(() => {
     membershipPending = true;
@@ -114,9 +139,10 @@ export async function runCommand(file: string): Promise<void> {
   process.on('SIGHUP', () => reload('SIGHUP'));
   try {
     await daemon.start();
+    membership?.applied();
     watcher.watch(watchedFiles());
     if (membershipPending) reload('membership change'); // changed while the daemon started
-    if (!stopping) systemd.ready(`ready: ${config.peers.length} peer(s)`);
+    if (!stopping) systemd.ready(`ready: ${daemon.config.peers.length} peer(s)`);
   } catch (err) {
     log.error({ err: String((err as Error).message ?? err) }, 'start failed');
     await daemon.stop(0).catch(() => {});

@@ -22,5 +22,7 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
   check('capture.mark', running.capture.mark, next.capture.mark);
   // The etcd session (client, lease, watch) is made at start; the peers it brings follow every change.
   check('membership', running.membership, next.membership);
+  // With etcd, this host's entry (its CIDRs, its endpoint) is written at start.
+  if (running.membership.source === 'etcd') check('local.cidrs', running.local.cidrs.map(String), next.local.cidrs.map(String));
   return out;
 }

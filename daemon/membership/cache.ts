@@ -16,14 +16,25 @@ export interface CachedMembership {
 
 const isEntry = (e: unknown): e is EtcdEntry => {
   const x = e as Record<string, unknown>;
-  return typeof x === 'object' && x !== null && ['key', 'value', 'createRevision', 'modRevision'].every((k) => typeof x[k] === 'string');
+  return (
+    typeof x === 'object' &&
+    x !== null &&
+    ['key', 'value'].every((k) => typeof x[k] === 'string') &&
+    ['createRevision', 'modRevision'].every((k) => typeof x[k] === 'string' && /^\d{1,19}$/.test(x[k] as string))
+  );
 };
 
 /** Writes by rename, so a crash leaves the old file or the new one, never half of one. */
 export function writeCache(file: string, cache: CachedMembership): void {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify(cache)}\n`, { mode: 0o600 });
+  const fd = fs.openSync(tmp, 'w', 0o600);
+  try {
+    fs.writeSync(fd, `${JSON.stringify(cache)}\n`);
+    fs.fsyncSync(fd); // the data before the rename, so a power cut leaves the old file or the whole new one
+  } finally {
+    fs.closeSync(fd);
+  }
   fs.renameSync(tmp, file);
 }
 
@@ -41,7 +52,7 @@ export function readCache(file: string, prefix: string): CachedMembership | { pr
   } catch {
     return { problem: `${file} is not JSON` };
   }
-  if (typeof v.syncedAtMs !== 'number' || typeof v.revision !== 'string' || !Array.isArray(v.entries) || !v.entries.every(isEntry)) {
+  if (typeof v.syncedAtMs !== 'number' || typeof v.revision !== 'string' || !/^\d{1,19}$/.test(v.revision) || !Array.isArray(v.entries) || !v.entries.every(isEntry)) {
     return { problem: `${file} is not a qmesh membership cache` };
   }
   if (v.prefix !== prefix) return { problem: `${file} holds the membership of prefix ${String(v.prefix)}, not ${prefix}` };

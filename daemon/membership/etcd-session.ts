@@ -83,13 +83,16 @@ export class EtcdSession {
   /** Whether the watch stream is established. */
   watching = false;
   registered = false;
-  /** Last time etcd confirmed the entries: a read, a watch event or (re)connect, a keep-alive while watching. */
+  /** Last time etcd confirmed the entries: a read of the prefix, a watch event or (re)connect. */
   confirmedAtMs: number | null = null;
   private readonly client: Etcd3;
   private watcher: Watcher | null = null;
   private lease: Lease | null = null;
   private stopped = false;
   private resyncing = false;
+  /** The store revision of the last read: watch events up to it are already in the entries. */
+  private readRevision = 0n;
+  private checkTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly config: Config,
@@ -112,10 +115,10 @@ export class EtcdSession {
     });
   }
 
-  /** Milliseconds since etcd last confirmed the entries; 0 while the watch is up and keep-alives succeed; null before any. */
+  /** Milliseconds since etcd last confirmed the entries; 0 while the watch is up and the periodic reads succeed; null before any. */
   ageMs(now = Date.now()): number | null {
     if (this.confirmedAtMs === null) return null;
-    const fresh = this.watching && now - this.confirmedAtMs <= this.config.membership.etcd.leaseTtlMs;
+    const fresh = this.watching && now - this.confirmedAtMs <= 2 * this.config.membership.etcd.leaseTtlMs;
     return fresh ? 0 : now - this.confirmedAtMs;
   }
 
@@ -139,14 +142,46 @@ export class EtcdSession {
     this.confirmedAtMs = Date.now();
   }
 
+  /** One linearizable read of the prefix; the entries become exactly what it returned. True if they changed. */
+  private async read(): Promise<boolean> {
+    const res = await this.client.getAll().prefix(this.config.membership.etcd.prefix).exec();
+    const read = new Map(res.kvs.map((kv) => [kv.key.toString(), entryOf(kv)] as const));
+    const same = read.size === this.entries.size && [...read].every(([k, e]) => this.entries.get(k)?.modRevision === e.modRevision);
+    this.entries.clear();
+    for (const [k, e] of read) this.entries.set(k, e);
+    this.readRevision = BigInt(res.header.revision);
+    if (this.readRevision > BigInt(this.revision)) this.revision = String(res.header.revision);
+    this.confirm();
+    return !same;
+  }
+
+  /**
+   * Every lease TTL, a read of the prefix checks what the watch delivered: etcd3 resumes a watch from
+   * the last response's revision, so a second disconnect while catching up can skip events, and a
+   * member cut off from its quorum keeps a watch open that says nothing. The read corrects the entries
+   * and is what keeps the membership's age at 0.
+   */
+  private startChecks(): void {
+    if (this.checkTimer) return;
+    this.checkTimer = setInterval(() => {
+      if (this.resyncing || this.stopped) return;
+      this.read().then(
+        (changed) => {
+          if (!changed) return;
+          this.log.warn({ revision: this.revision }, 'the watch had missed changes; a read of the prefix corrected them');
+          this.onChange();
+        },
+        () => undefined, // etcd unreachable: the age grows, the entries stay
+      );
+    }, this.config.membership.etcd.leaseTtlMs);
+    this.checkTimer.unref();
+  }
+
   private async readAndWatch(): Promise<void> {
     const { prefix } = this.config.membership.etcd;
-    const res = await this.client.getAll().prefix(prefix).exec();
-    this.entries.clear();
-    for (const kv of res.kvs) this.entries.set(kv.key.toString(), entryOf(kv));
-    this.revision = String(res.header.revision);
-    this.confirm();
+    await this.read();
     this.onChange();
+    this.startChecks();
     const watcher = await this.client
       .watch()
       .prefix(prefix)
@@ -158,11 +193,13 @@ export class EtcdSession {
     }
     this.watcher = watcher;
     this.watching = true;
+    // An event no newer than the last read is already in the entries (or was undone since).
+    const newer = (kv: IKeyValue): boolean => BigInt(kv.mod_revision) > this.readRevision;
     watcher.on('put', (kv) => {
-      this.entries.set(kv.key.toString(), entryOf(kv));
+      if (newer(kv)) this.entries.set(kv.key.toString(), entryOf(kv));
     });
     watcher.on('delete', (kv) => {
-      this.entries.delete(kv.key.toString());
+      if (newer(kv)) this.entries.delete(kv.key.toString());
     });
     watcher.on('data', (res) => {
       this.revision = String(res.header.revision);
@@ -236,9 +273,6 @@ export class EtcdSession {
       this.lease = lease;
       this.registered = true;
       lease.removeAllListeners('lost');
-      lease.on('keepaliveSucceeded', () => {
-        if (this.watching) this.confirm();
-      });
       lease.on('lost', (err: Error) => {
         if (this.lease !== lease || this.stopped) return;
         this.lease = null;
@@ -264,7 +298,9 @@ export class EtcdSession {
         this.log.warn({ err: (err as Error).message }, 'cannot delete the etcd entry; it goes when its lease expires');
       }
     }
-    await this.watcher?.cancel().catch(() => undefined);
+    if (this.checkTimer) clearInterval(this.checkTimer);
+    // cancel() waits for etcd's answer, which an unreachable member never sends.
+    await Promise.race([this.watcher?.cancel().catch(() => undefined), sleep(1_000)]);
     this.watcher = null;
     this.watching = false;
     this.client.close();

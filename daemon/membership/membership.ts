@@ -12,13 +12,16 @@ import { EtcdSession } from './etcd-session.js';
 
 /** How long to wait for etcd at start before starting from the cache. */
 const START_READ_MS = 3_000;
-/** A burst of watch events within this long becomes one reload. */
+/** A burst of watch events within this long becomes one reload... */
 const CHANGE_DEBOUNCE_MS = 50;
+/** ...but a burst that never pauses (a host rewriting its key in a loop) cannot hold changes back longer than this. */
+const CHANGE_MAX_WAIT_MS = 500;
 
 export interface MembershipStatus {
   readonly source: 'etcd';
-  /** Seconds since etcd last confirmed the membership in force (0: it is current); null: never read. */
-  readonly ageSeconds: number | null;
+  /** Seconds since etcd last confirmed the membership in force (0: it is current); never read: since start. */
+  readonly ageSeconds: number;
+  /** null: neither etcd nor a cache has ever given this daemon a membership. */
   readonly confirmedAt: string | null;
   /** true until etcd has been read since start: the peers are the cached ones. */
   readonly fromCache: boolean;
@@ -34,7 +37,11 @@ export interface MembershipStatus {
 export class EtcdMembership {
   private readonly session: EtcdSession;
   private cache: CachedMembership | null = null;
+  /** The admission in force (its reload succeeded), and the one a reload in progress carries. */
   private last: Admission | null = null;
+  private pending: Admission | null = null;
+  private burstStartedAt: number | null = null;
+  private readonly startedAt = Date.now();
   private listener: (() => void) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private cacheTimer: NodeJS.Timeout | null = null;
@@ -88,22 +95,30 @@ export class EtcdMembership {
     for (const r of admission.refused) {
       if (before.get(r.key) !== r.reason) this.log.error({ entry: r.key, reason: r.reason }, 'etcd entry refused; it is not a peer');
     }
-    this.last = admission;
+    this.pending = admission;
     return admission.config;
   }
 
-  ageMs(now = Date.now()): number | null {
+  /** The reload of the last configFor() succeeded: its admission is the one in force (for /status, /metrics). */
+  applied(): void {
+    if (this.pending) this.last = this.pending;
+    this.pending = null;
+  }
+
+  /** How old the membership in force is: since etcd last confirmed it, or the cache's age, or (never read) since start. */
+  ageMs(now = Date.now()): number {
     const age = this.session.ageMs(now);
     if (age !== null) return age;
-    return this.cache ? now - this.cache.syncedAtMs : null;
+    return now - (this.cache?.syncedAtMs ?? this.startedAt);
   }
 
   status(now = Date.now()): MembershipStatus {
     const age = this.ageMs(now);
+    const confirmed = this.session.hasRead || this.cache !== null;
     return {
       source: 'etcd',
-      ageSeconds: age === null ? null : Math.floor(age / 1000),
-      confirmedAt: age === null ? null : new Date(now - age).toISOString(),
+      ageSeconds: Math.floor(age / 1000),
+      confirmedAt: confirmed ? new Date(now - age).toISOString() : null,
       fromCache: !this.session.hasRead,
       watching: this.session.watching,
       registered: this.session.registered,
@@ -124,11 +139,15 @@ export class EtcdMembership {
 
   private changed(): void {
     if (this.timer) clearTimeout(this.timer);
+    const now = Date.now();
+    this.burstStartedAt ??= now;
+    const wait = Math.max(0, Math.min(CHANGE_DEBOUNCE_MS, this.burstStartedAt + CHANGE_MAX_WAIT_MS - now));
     this.timer = setTimeout(() => {
       this.timer = null;
+      this.burstStartedAt = null;
       this.saveCache();
       this.listener?.();
-    }, CHANGE_DEBOUNCE_MS);
+    }, wait);
   }
 
   private saveCache(): void {

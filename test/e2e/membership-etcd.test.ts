@@ -246,9 +246,10 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
     const cpu = (): Promise<number[]> => Promise.all(running.map((h) => cpuSeconds(mesh.daemons.get(h.name)!.child.pid!)));
     const before = await cpu();
     const t0 = Date.now();
-    // Entries only: endpoints in 10.77.0.0/16 (unrouted), CIDRs in 10.88.0.0/16; written by root, as a bulk import would.
+    // Entries only: endpoints in 10.77.0.0/16 (unrouted), a /28 each in 198.19.32.0/20 (inside the fleet's
+    // fail-closed space, as entries must be); written by root, as a bulk import would.
     const batch: EtcdClientOp[] = [];
-    for (let i = 1; i <= 200; i++) batch.push({ op: 'put', key: `${PREFIX}sim-${i}`, value: entryValue(`sim-${i}`, `10.77.${i >> 8}.${i & 255}:4433`, [`10.88.${i}.0/24`]) });
+    for (let i = 1; i <= 200; i++) batch.push({ op: 'put', key: `${PREFIX}sim-${i}`, value: entryValue(`sim-${i}`, `10.77.${i >> 8}.${i & 255}:4433`, [simCidr(i)]) });
     const results = await etcd.client('root', batch);
     expect(results.filter((r) => !r.ok)).toEqual([]);
     await waitFor(async () => (await Promise.all(running.map(admittedBy))).every((a) => a.filter((n) => n.startsWith('sim-')).length === 200) || null, 60_000, 'all daemons admit 200', 200);
@@ -256,7 +257,7 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
     await sleep(2_000);
     // One more change, timed to each daemon's reload.
     const putAt = Date.now();
-    await etcd.etcdctl(['put', `${PREFIX}sim-201`, entryValue('sim-201', '10.77.1.201:4433', ['10.88.201.0/24'])], { user: 'root' });
+    await etcd.etcdctl(['put', `${PREFIX}sim-201`, entryValue('sim-201', '10.77.0.201:4433', [simCidr(201)])], { user: 'root' });
     const reached = await Promise.all(
       running.map((h) =>
         waitFor(() => logOf(mesh.daemons.get(h.name)).find((e) => e.msg === 'configuration reloaded' && Date.parse(e.time) >= putAt && (e.peers as string[]).includes('sim-201')) ?? null, 10_000, `${h.name} gets sim-201`, 20).then(
@@ -275,6 +276,9 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
     await etcd.etcdctl(['del', '--prefix', `${PREFIX}sim-`], { user: 'root' });
   }, 120_000);
 });
+
+/** The i-th simulated host's /28 in 198.19.32.0/20. */
+const simCidr = (i: number): string => `198.19.${32 + (i >> 4)}.${(i & 15) * 16}/28`;
 
 /** utime + stime of a process, in seconds. */
 async function cpuSeconds(pid: number): Promise<number> {

@@ -113,6 +113,9 @@ describe('membership config', () => {
     const { restartOnlyChanges } = await import('../../daemon/config/reload-check.js');
     expect(restartOnlyChanges(load(base()), load(withEtcd({ leaseTtlMs: 20_000 })))).toEqual([expect.stringMatching(/^membership /)]);
     expect(restartOnlyChanges(load(base()), load(base()))).toEqual([]);
+    // This host's entry carries its CIDRs, written at start.
+    expect(restartOnlyChanges(load(base()), load(base({ local: { cidrs: ['198.19.1.0/25'] } })))).toEqual([expect.stringMatching(/^local\.cidrs /)]);
+    expect(restartOnlyChanges(load(base({ membership: undefined })), load(base({ membership: undefined, local: { cidrs: ['198.19.1.0/25'] } })))).toEqual([]);
   });
 });
 
@@ -227,6 +230,8 @@ describe('membership cache', () => {
     expect(readCache(file, PREFIX)).toEqual(cache);
     expect(readCache(file, '/other/')).toEqual({ problem: expect.stringMatching(/prefix \/qmesh\/qmesh\.test\/hosts\/, not \/other\//) });
     fs.writeFileSync(file, '{"syncedAtMs": 1, "revision": "1", "entries": [{"key": 1}]}');
+    expect(readCache(file, PREFIX)).toEqual({ problem: expect.stringMatching(/not a qmesh membership cache/) });
+    fs.writeFileSync(file, JSON.stringify({ ...cache, entries: [{ ...cache.entries[0], createRevision: 'x1' }] }));
     expect(readCache(file, PREFIX)).toEqual({ problem: expect.stringMatching(/not a qmesh membership cache/) });
     fs.writeFileSync(file, 'garbage');
     expect(readCache(file, PREFIX)).toEqual({ problem: expect.stringMatching(/not JSON/) });
