@@ -10,7 +10,7 @@ use crate::per_source::{PerSource, SourceSlot};
 use crate::plane::Shared;
 use crate::snapshot::{AddressValidation, Peer};
 use crate::tunnel::dial::describe_failure;
-use crate::tunnel::validity::{iso, now_ms, own_not_after};
+use crate::tunnel::validity::{expiry, iso};
 use crate::{app_error, deliver, fields, stats};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -182,12 +182,12 @@ async fn handshake(
     if redialled {
         super::liveness::verify_peer(&shared, &peer.name, "the peer dialled a new connection");
     }
-    // Fail closed: the connection ends when a certificate it was authenticated with does.
-    let end = own_not_after(&shared).min(tunnel.peer.not_after_unix);
-    let left = end
-        .saturating_sub((now_ms() / 1000) as i64)
-        .clamp(0, 10 * 365 * 86_400) as u64;
-    let expiry = tokio::time::sleep(Duration::from_secs(left));
+    // Fail closed: the connection ends when a certificate it was authenticated with does, at
+    // the same instant as the dialling side's (validity.rs: the end of the notAfter second, when
+    // a new handshake would first be refused). Closing earlier, while the handshake still passes,
+    // made the peer re-dial and be closed again in a loop through that last second.
+    let (_, end_at) = expiry(&shared, &tunnel);
+    let expiry = tokio::time::sleep_until(end_at.into());
     tokio::pin!(expiry);
     let mut limit_logged: Option<Instant> = None;
     let reason = loop {
