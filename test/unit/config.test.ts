@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../../daemon/config/load.js';
 import { IpAddress } from '../../daemon/policy/cidr.js';
 import { evaluatePolicy } from '../support/policy-oracle.js';
+import { load, refusal } from '../support/config-load.js';
 
 const base = () => ({
   node: { name: 'host-1' },
@@ -13,16 +14,6 @@ const base = () => ({
   local: { cidrs: ['198.19.1.0/24'] },
   peers: [{ name: 'host-2', endpoint: '198.18.0.2:4433', cidrs: ['198.19.2.0/24'] }],
 });
-const load = (raw: object) => parseConfig(raw, '/etc/qmesh/config.json');
-const refusal = (raw: object): string => {
-  try {
-    load(raw);
-  } catch (err) {
-    expect((err as { code?: string }).code).toBe('QMESH_ERR_CONFIG');
-    return (err as Error).message;
-  }
-  throw new Error('config was accepted');
-};
 
 describe('config loader', () => {
   it('fills defaults, resolves paths against the file, and freezes the result', () => {

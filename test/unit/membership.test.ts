@@ -9,6 +9,7 @@ import { parseConfig, type Config } from '../../daemon/config/load.js';
 import { admit } from '../../daemon/membership/admit.js';
 import { readCache, writeCache } from '../../daemon/membership/cache.js';
 import { decodeEntry, ownEntry, type EtcdEntry } from '../../daemon/membership/entry.js';
+import { load, refusal } from '../support/config-load.js';
 
 const PREFIX = '/qmesh/qmesh.test/hosts/';
 const etcd = {
@@ -28,16 +29,6 @@ const base = (extra: object = {}): object =>
       ...extra,
     }).filter(([, v]) => v !== undefined),
   );
-const load = (raw: object): Config => parseConfig(raw, '/etc/qmesh/config.json');
-const refusal = (raw: object): string => {
-  try {
-    load(raw);
-  } catch (err) {
-    expect((err as { code?: string }).code).toBe('QMESH_ERR_CONFIG');
-    return (err as Error).message;
-  }
-  throw new Error('config was accepted');
-};
 const withEtcd = (etcdKeys: object): object => base({ membership: { source: 'etcd', etcd: { ...etcd.etcd, ...etcdKeys } } });
 
 let revision = 10;
