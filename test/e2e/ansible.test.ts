@@ -129,6 +129,14 @@ async function startRendered(h: HostInfo): Promise<RunningDaemon> {
 }
 
 /** Every function reaches every other host's function through the tunnels. */
+/** What the role's Reload handler does on a real host: SIGHUP; then wait for the daemon's "configuration reloaded". */
+async function sighupAndWait(h: HostInfo): Promise<void> {
+  const d = daemonOf(mesh, h);
+  const mark = d.log.length;
+  d.child.kill('SIGHUP');
+  await waitFor(() => d.log.slice(mark).some((l) => l.includes('"configuration reloaded"')), 10_000, `${h.name} reloads`);
+}
+
 async function allPairs(hosts: readonly HostInfo[]): Promise<void> {
   const failures: string[] = [];
   for (const a of hosts) {
@@ -207,10 +215,7 @@ describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run
     // What the role's "Reload qmesh" handler does with systemd: SIGHUP, no restart.
     const pids = three.map((h) => daemonOf(mesh, h).child.pid);
     for (const h of three) {
-      const d = daemonOf(mesh, h);
-      const mark = d.log.length;
-      d.child.kill('SIGHUP');
-      await waitFor(() => d.log.slice(mark).some((l) => l.includes('"configuration reloaded"')), 10_000, `${h.name} reloads`);
+      await sighupAndWait(h);
     }
     await startRendered(h4);
     await mesh.waitTunnelsUp(15_000);
@@ -230,10 +235,7 @@ describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run
     expect(handlersRun(recap[OUTPUT]!)).toEqual({ 'Reload qmesh': mesh.hosts.map((h) => h.name).sort() });
     const pids = mesh.hosts.map((h) => daemonOf(mesh, h).child.pid);
     for (const h of mesh.hosts) {
-      const d = daemonOf(mesh, h);
-      const mark = d.log.length;
-      d.child.kill('SIGHUP');
-      await waitFor(() => d.log.slice(mark).some((l) => l.includes('"configuration reloaded"')), 10_000, `${h.name} reloads`);
+      await sighupAndWait(h);
     }
     await allPairs(mesh.hosts);
     expect(mesh.hosts.map((h) => daemonOf(mesh, h).child.pid)).toEqual(pids);
@@ -257,10 +259,7 @@ describe.skipIf(!hasAnsible)('ansible role: render three hosts, run them, re-run
     expect(handlersRun(recap[OUTPUT]!)).toEqual({ 'Reload qmesh': mesh.hosts.map((h) => h.name).sort() });
     const pids = mesh.hosts.map((h) => daemonOf(mesh, h).child.pid);
     for (const h of mesh.hosts) {
-      const d = daemonOf(mesh, h);
-      const mark = d.log.length;
-      d.child.kill('SIGHUP');
-      await waitFor(() => d.log.slice(mark).some((l) => l.includes('"configuration reloaded"')), 10_000, `${h.name} reloads`);
+      await sighupAndWait(h);
       expect((await mesh.admin(h, '/healthz')).status).toBe(200);
     }
     await allPairs(mesh.hosts); // peers' traffic is captured: the fail-closed rules leave it alone
