@@ -128,7 +128,6 @@ async function startRendered(h: HostInfo): Promise<RunningDaemon> {
   return d;
 }
 
-/** Every function reaches every other host's function through the tunnels. */
 /** What the role's Reload handler does on a real host: SIGHUP; then wait for the daemon's "configuration reloaded". */
 async function sighupAndWait(h: HostInfo): Promise<void> {
   const d = daemonOf(mesh, h);
@@ -137,6 +136,7 @@ async function sighupAndWait(h: HostInfo): Promise<void> {
   await waitFor(() => d.log.slice(mark).some((l) => l.includes('"configuration reloaded"')), 10_000, `${h.name} reloads`);
 }
 
+/** Every function reaches every other host's function through the tunnels. */
 async function allPairs(hosts: readonly HostInfo[]): Promise<void> {
   const failures: string[] = [];
   for (const a of hosts) {
