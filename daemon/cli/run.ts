@@ -25,6 +25,12 @@ const MEMBERSHIP_RETRY_MAX_MS = 30_000;
 export async function runCommand(file: string): Promise<void> {
   const config = loadConfig(file, process.env);
   const log = createLogger(config.log.level);
+  // Until the handlers below are in place (etcd's first read alone may take 3 s), a signal is held
+  // rather than left to Node's default, which ends the process even for SIGHUP; it is replayed after.
+  const held = holdSignals(['SIGTERM', 'SIGINT', 'SIGHUP']);
+  // The files as this config was read from them: an edit made while the daemon starts is reloaded after.
+  const watchedFilesOf = (c: typeof config): string[] => [c.file, c.tls.ca, c.tls.cert, c.tls.key];
+  let lastHash = contentHash(watchedFilesOf(config));
   const membership = config.membership.source === 'etcd' ? new EtcdMembership(config, log.child({ component: 'membership' })) : null;
   if (membership) await membership.start();
   // The file's config of the config in force: a membership change is applied on top of it.
@@ -38,6 +44,11 @@ export async function runCommand(file: string): Promise<void> {
   };
   process.on('uncaughtException', crash);
   process.on('unhandledRejection', crash);
+  // Settles when daemon.start() has: true once started, false if it failed (the start's own path then
+  // stops it and exits 1). A stop asked for meanwhile waits for it, so the start's rules and tunnels
+  // are stopped in order rather than raced.
+  let startSettled!: (started: boolean) => void;
+  const started = new Promise<boolean>((resolve) => (startSettled = resolve));
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -45,9 +56,10 @@ export async function runCommand(file: string): Promise<void> {
     log.info({ signal }, 'stopping');
     systemd.stopping(`draining open connections (${signal})`);
     watcher.close();
-    daemon
-      .stop()
-      .then(() => {
+    started
+      .then(async (ok) => {
+        if (!ok) return;
+        await daemon.stop();
         // A requested stop that ran its course is a clean exit, even if the grace period had to
         // reset some connections (daemon.ts logs how many): exit 1 would make systemd restart it.
         log.flush();
@@ -59,8 +71,7 @@ export async function runCommand(file: string): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   // Reloads run one at a time; a request during one runs another afterwards (the files may have changed again).
   // SIGHUP always reloads; the file watcher only when the files' content differs from the last attempt.
-  const watchedFiles = (): string[] => [config.file, daemon.config.tls.ca, daemon.config.tls.cert, daemon.config.tls.key];
-  let lastHash = contentHash(watchedFiles());
+  const watchedFiles = (): string[] => watchedFilesOf(daemon.config);
   let reloading: Promise<void> | null = null;
   let again: Trigger | null = null;
   // Set by every change of etcd's entries, cleared by any reload (each one admits the entries of the moment),
@@ -69,8 +80,8 @@ export async function runCommand(file: string): Promise<void> {
   let membershipRetryMs = MEMBERSHIP_RETRY_MIN_MS;
   let membershipRetry: NodeJS.Timeout | null = null;
   const reload = (trigger: Trigger): void => {
-    if (stopping || !daemon.ready) return;
-    if (reloading) {
+    if (stopping) return;
+    if (reloading || !daemon.ready) {
       if (!again || RANK[trigger] > RANK[again]) again = trigger;
       return;
     }
@@ -137,16 +148,38 @@ export async function runCommand(file: string): Promise<void> {
     if (daemon.config.reload.watch) reload('file change');
   }, log.child({ component: 'reload' }));
   process.on('SIGHUP', () => reload('SIGHUP'));
+  held.replay();
   try {
     await daemon.start();
+    startSettled(true);
+    if (stopping) return;
     membership?.applied();
     watcher.watch(watchedFiles());
-    if (membershipPending) reload('membership change'); // changed while the daemon started
+    // What arrived while the daemon started: a SIGHUP, an edit of its files, a membership change.
+    const next = again ?? (contentHash(watchedFiles()) !== lastHash ? 'file change' : membershipPending ? 'membership change' : null);
+    again = null;
+    if (next) reload(next);
     if (!stopping) systemd.ready(`ready: ${daemon.config.peers.length} peer(s)`);
   } catch (err) {
+    startSettled(false);
     log.error({ err: String((err as Error).message ?? err) }, 'start failed');
     await daemon.stop(0).catch(() => {});
     log.flush();
     throw err;
   }
+}
+
+/** Holds the given signals (instead of their default action) until replay(), which re-emits each once. */
+function holdSignals(signals: NodeJS.Signals[]): { replay(): void } {
+  const got: NodeJS.Signals[] = [];
+  const hold = (signal: NodeJS.Signals): void => {
+    if (!got.includes(signal)) got.push(signal);
+  };
+  for (const signal of signals) process.on(signal, hold);
+  return {
+    replay(): void {
+      for (const signal of signals) process.off(signal, hold);
+      for (const signal of got) process.emit(signal, signal);
+    },
+  };
 }

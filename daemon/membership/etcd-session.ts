@@ -130,7 +130,12 @@ export class EtcdSession {
   start(timeoutMs: number): Promise<boolean> {
     const read = this.resync('start').then(() => this.confirmedAtMs !== null);
     void this.register();
-    return Promise.race([read, sleep(timeoutMs).then(() => false)]);
+    // A timer that holds the process: the daemon has nothing else open yet, and the client's retries
+    // (unref'd) do not hold it either, so with etcd refusing connections Node would end the process,
+    // exit code 0, before the start goes on with the cache.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    return Promise.race([read, timeout]).finally(() => clearTimeout(timer));
   }
 
   /** Whether the entries have been read from etcd at least once (else the caller holds the cache's). */

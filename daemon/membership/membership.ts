@@ -59,6 +59,7 @@ export class EtcdMembership {
     const cached = readCache(cacheFile, prefix);
     if ('problem' in cached) this.log.info({ reason: cached.problem }, 'no cached membership');
     else this.cache = cached;
+    this.log.info({ endpoints, prefix, waitMs: START_READ_MS }, 'reading the membership from etcd before starting');
     const read = await this.session.start(START_READ_MS);
     if (read) {
       this.log.info({ endpoints, prefix, revision: this.session.revision, entries: this.session.entries.size }, 'membership read from etcd');

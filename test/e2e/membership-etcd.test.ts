@@ -9,7 +9,9 @@
 //   4. a conflicting CIDR claim is refused (the earlier owner keeps it), and RBAC
 //      rejects an entry written under another host's name;
 //   5. a watch cut off while its revision is compacted reads the prefix again;
-//   6. 200 simulated registrations: time for one more to reach every daemon, CPU cost.
+//   6. 200 simulated registrations: time for one more to reach every daemon, CPU cost;
+//   7. a signal that arrives during the first read of etcd is held, not fatal;
+//   8. a membership change whose reload is refused is retried until it lands.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -276,6 +278,79 @@ describe.skipIf(SKIP)('etcd membership (real 3-member cluster)', () => {
     await expectReach(hosts[0]!, hosts[1]!);
     await etcd.etcdctl(['del', '--prefix', `${PREFIX}sim-`], { user: 'root' });
   }, 120_000);
+
+  it('7. a signal during the first read of etcd is held: SIGHUP reloads once started, SIGTERM stops it cleanly', async () => {
+    const h4 = hosts[3]!;
+    // Nothing listens there: the first read waits its full 3 s, then the daemon starts from its cache.
+    const env = { QMESH_MEMBERSHIP_ETCD_ENDPOINTS: JSON.stringify([`https://${h4.underlayIp}:2999`]) };
+    const duringFirstRead = async (signal: NodeJS.Signals): Promise<{ starting: Promise<unknown>; d: NonNullable<ReturnType<typeof mesh.daemons.get>> }> => {
+      const starting = mesh.startDaemon(h4, 20_000, { env });
+      starting.catch(() => {}); // awaited below
+      const d = mesh.daemons.get(h4.name)!;
+      await waitFor(() => logOf(d).some((e) => e.msg === 'reading the membership from etcd before starting') || null, 10_000, 'host-4 reads etcd');
+      expect((await mesh.admin(h4, '/healthz')).status, 'still in the first read (no admin listener yet)').toBe(0);
+      expect(d.child.exitCode ?? d.child.signalCode, `host-4 still runs (log: ${d.log.slice(-5).join('\n')})`).toBeNull();
+      expect(d.child.kill(signal)).toBe(true);
+      return { starting, d };
+    };
+
+    // Without a cache either, host-4 starts with the file's peers (none) and keeps trying etcd.
+    fs.rmSync(cacheFile(h4), { force: true });
+    // SIGHUP's default action would end the process: it is held, and reloads once the daemon has started.
+    const hup = await duringFirstRead('SIGHUP');
+    await hup.starting;
+    await waitFor(() => logOf(hup.d).some((e) => e.msg === 'etcd does not answer and there is no cached membership; starting with the peers of the file only') || null, 5_000, 'host-4 starts without etcd or cache');
+    await waitFor(() => {
+      const msgs = logOf(hup.d).map((e) => e.msg);
+      const ready = msgs.indexOf('qmesh ready');
+      return (ready >= 0 && msgs.indexOf('SIGHUP: reloading configuration', ready) > ready && msgs.includes('configuration reloaded')) || null;
+    }, 10_000, 'host-4 reloads for the SIGHUP after it started');
+    expect(hup.d.child.exitCode).toBeNull();
+    expect(await mesh.stopDaemon(h4)).toBe(0);
+
+    // SIGTERM during the start: it completes, then stops in order, and the exit is clean.
+    const term = await duringFirstRead('SIGTERM');
+    await expect(term.starting).rejects.toThrow(/exited 0/);
+    expect(await term.d.exited).toBe(0);
+    const msgs = logOf(term.d).map((e) => e.msg);
+    expect(msgs).toContain('stopping');
+    expect(msgs.indexOf('qmesh stopped')).toBeGreaterThan(msgs.indexOf('stopping'));
+    expect(msgs).not.toContain('start failed');
+    mesh.daemons.delete(h4.name);
+  }, 60_000);
+
+  it('8. a membership change whose reload is refused (iptables fails) is retried with back-off until it lands', async () => {
+    const h4 = hosts[3]!;
+    // host-4's iptables-nft-restore fails while a flag file exists, as a busy or broken iptables would.
+    const real = (await mesh.topo.exec(h4.ns, ['sh', '-c', 'command -v iptables-nft-restore'], { timeoutMs: 5_000 })).stdout.trim();
+    expect(real).not.toBe('');
+    const bin = path.join(mesh.dir, 'h4-bin');
+    const flag = path.join(mesh.dir, 'h4-iptables-broken');
+    fs.mkdirSync(bin, { recursive: true });
+    fs.writeFileSync(path.join(bin, 'iptables-nft-restore'), `#!/bin/sh\n[ -e ${flag} ] && { echo 'simulated failure' >&2; exit 1; }\nexec ${real} "$@"\n`, { mode: 0o755 });
+    const d = await mesh.startDaemon(h4, 20_000, { env: { PATH: `${bin}:${process.env.PATH}` } });
+    await waitFor(async () => {
+      const admitted = await admittedBy(h4);
+      return ['host-1', 'host-2', 'host-3'].every((n) => admitted.includes(n)) || null;
+    }, 10_000, 'host-4 admits the others');
+
+    fs.writeFileSync(flag, '');
+    const mark = d.log.length;
+    await etcd.etcdctl(['put', `${PREFIX}sim-retry`, entryValue('sim-retry', '10.77.9.1:4433', ['198.19.48.0/28'])], { user: 'root' });
+    const since = (): any[] => logOf({ ...d, log: d.log.slice(mark) });
+    await waitFor(() => since().filter((e) => e.msg === 'the membership change is not in force; retrying').length >= 2 || null, 10_000, 'host-4 retries the refused change');
+    const retries = since().filter((e) => e.msg === 'the membership change is not in force; retrying').map((e) => e.retryInMs as number);
+    expect(retries.slice(0, 2)).toEqual([1_000, 2_000]); // back-off
+    expect(await admittedBy(h4), 'the change is not in force while its reload is refused').not.toContain('sim-retry');
+    expect((await mesh.admin(h4, '/healthz')).status).toBe(200);
+
+    fs.rmSync(flag);
+    await waitFor(async () => (await admittedBy(h4)).includes('sim-retry') || null, 10_000, 'host-4 admits sim-retry once iptables works again');
+    expect((await mesh.status(h4)).peers.map((p: any) => p.name)).toContain('sim-retry');
+    await etcd.etcdctl(['del', `${PREFIX}sim-retry`], { user: 'root' });
+    await waitFor(async () => !(await admittedBy(h4)).includes('sim-retry') || null, 10_000, 'host-4 drops sim-retry');
+    expect(await mesh.stopDaemon(h4)).toBe(0);
+  }, 60_000);
 });
 
 /** The i-th simulated host's /28 in 198.19.32.0/20. */
