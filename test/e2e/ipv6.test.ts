@@ -1,9 +1,11 @@
 // IPv6 end to end: ip6tables REDIRECT capture, IP6T_SO_ORIGINAL_DST, QUIC over an
 // IPv6 underlay, a v6 stream header and delivery to a v6 function. The topology is
 // built for IPv4; this test adds v6 addresses and routes to it before the daemons start.
+// Last, capture.failClosedCidrs over a v6 fleet block drops what would cross in plaintext.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '../../daemon/demo/mesh.js';
-import { destroyMesh, startDaemons, startMesh, type Mesh } from '../support/e2e-mesh.js';
+import { destroyMesh, logOf, startDaemons, startMesh, type HostInfo, type Mesh } from '../support/e2e-mesh.js';
+import { waitFor } from '../support/fn-net.js';
 
 let mesh: Mesh;
 
@@ -19,9 +21,38 @@ async function run(ns: string, ...argv: string[]): Promise<void> {
   if (r.code !== 0) throw new Error(`${argv.join(' ')} in ${ns}: ${r.stderr}`);
 }
 
-/** A one-shot request from a function namespace; prints the reply or the error code. */
+/** The v6 fleet: every host's function CIDR lies inside it. */
+const V6_FLEET = 'fd00:19::/32';
+
+/** A host's v6 config: the other host as its peer unless `peers` is false; `failClosed` sets capture.failClosedCidrs. */
+function v6Config(h: HostInfo, opts: { peers?: boolean; failClosed?: boolean } = {}): Record<string, unknown> {
+  const other = 3 - h.index;
+  return {
+    listen: { quic: `[${v6.underlay(h.index)}]:4433` },
+    local: { cidrs: [v6.cidr(h.index)] },
+    peers: opts.peers === false ? [] : [{ name: `host-${other}`, endpoint: `[${v6.underlay(other)}]:4433`, cidrs: [v6.cidr(other)] }],
+    capture: { failClosedCidrs: opts.failClosed ? [V6_FLEET] : [] },
+  };
+}
+
+/** Rewrites both hosts' configs and waits until both daemons have reloaded them, rules included. */
+async function reconfigure(opts: { peers?: boolean; failClosed?: boolean }): Promise<void> {
+  const marks = new Map([...mesh.daemons.values()].map((d) => [d.host.name, d.log.length]));
+  for (const h of mesh.hosts) mesh.writeConfig(h, { configFor: (x) => v6Config(x, opts) });
+  for (const d of mesh.daemons.values()) {
+    const e = await waitFor(
+      () => logOf(d).slice(marks.get(d.host.name)).find((l) => l.msg === 'configuration reloaded' || l.msg?.startsWith('reload rejected')),
+      15_000,
+      `${d.host.name} reload`,
+      50,
+    );
+    expect(e.msg).toBe('configuration reloaded');
+  }
+}
+
+/** A one-shot request from a function namespace; prints the reply, the error code, or "timeout" after 2 s. */
 async function request(ns: string, ip: string): Promise<string> {
-  const script = `const c=require('net').connect(8080,'${ip}',()=>c.end('hello v6'));let g='';c.on('data',d=>g+=d);c.on('end',()=>console.log(g));c.on('error',e=>console.log('error '+e.code))`;
+  const script = `const c=require('net').connect(8080,'${ip}',()=>c.end('hello v6'));let g='';c.setTimeout(2000,()=>{console.log('timeout');process.exit(0)});c.on('data',d=>g+=d);c.on('end',()=>console.log(g));c.on('error',e=>console.log('error '+e.code))`;
   const r = await mesh.topo.exec(ns, [process.execPath, '-e', script], { timeoutMs: 8_000 });
   return r.stdout.trim();
 }
@@ -31,14 +62,7 @@ beforeAll(async () => {
   mesh = await startMesh({
     hosts: 2,
     functionsPerHost: 1,
-    configFor: (h) => {
-      const other = 3 - h.index;
-      return {
-        listen: { quic: `[${v6.underlay(h.index)}]:4433` },
-        local: { cidrs: [v6.cidr(h.index)] },
-        peers: [{ name: `host-${other}`, endpoint: `[${v6.underlay(other)}]:4433`, cidrs: [v6.cidr(other)] }],
-      };
-    },
+    configFor: (h) => v6Config(h),
   }, false);
   for (const h of mesh.hosts) {
     const other = 3 - h.index;
@@ -77,4 +101,21 @@ describe('IPv6', () => {
     expect(r.stdout).toContain(`-d ${v6.cidr(2)}`);
     expect(r.stdout).toContain('REDIRECT --to-ports 15001');
   });
+
+  it('capture.failClosedCidrs over the v6 fleet: no plaintext crosses to or from a v6 function of a host that is no peer', async () => {
+    const [h1, h2] = mesh.hosts as [any, any];
+    // No peers, no fail-closed: the underlay routes v6 between the hosts, so the request crosses in plaintext.
+    await reconfigure({ peers: false, failClosed: false });
+    expect(await request(h1.functions[0].ns, v6.fn(2))).toBe(`to ${h2.functions[0].name}: hello v6`);
+    // The same with the fleet fail-closed: dropped both ways (its SYNs, and the other's plaintext).
+    await reconfigure({ peers: false, failClosed: true });
+    expect(await request(h1.functions[0].ns, v6.fn(2))).toBe('timeout');
+    expect(await request(h2.functions[0].ns, v6.fn(1))).toBe('timeout');
+    const rules = await mesh.topo.exec(h1.ns, ['ip6tables-save']);
+    expect(rules.stdout).toContain(V6_FLEET);
+    // Peers again: the tunnel carries it, fail-closed or not.
+    await reconfigure({ peers: true, failClosed: true });
+    expect(await request(h1.functions[0].ns, v6.fn(2))).toBe(`to ${h2.functions[0].name}: hello v6`);
+    expect(await request(h2.functions[0].ns, v6.fn(1))).toBe(`to ${h1.functions[0].name}: hello v6`);
+  }, 60_000);
 });
