@@ -53,7 +53,7 @@ const hasOpenssl = !skipUnlessTool('openssl', 'openssl');
 let mesh: Mesh;
 let work: string;
 /** What the inventory needs of a host (a Mesh's HostInfo, or a made-up one where nothing runs). */
-type InventoryHost = Pick<HostInfo, 'name' | 'underlayIp' | 'functionCidr'>;
+type InventoryHost = Pick<HostInfo, 'name' | 'underlayIp' | 'functionCidr'> & { vars?: Record<string, unknown> };
 const rootOf = (h: Pick<HostInfo, 'name'>): string => path.join(work, 'roots', h.name);
 const configOf = (h: Pick<HostInfo, 'name'>): string => path.join(rootOf(h), 'etc/qmesh/config.json');
 
@@ -62,7 +62,7 @@ function writeInventory(hosts: readonly InventoryHost[]): string {
   const inventory = {
     qmesh: {
       hosts: Object.fromEntries(
-        hosts.map((h) => [h.name, { qmesh_root: rootOf(h), qmesh_underlay_ip: h.underlayIp, qmesh_function_cidrs: [h.functionCidr] }]),
+        hosts.map((h) => [h.name, { qmesh_root: rootOf(h), qmesh_underlay_ip: h.underlayIp, qmesh_function_cidrs: [h.functionCidr], ...h.vars }]),
       ),
       vars: {
         ansible_connection: 'local',
@@ -407,6 +407,20 @@ describe.skipIf(!hasAnsible || !hasOpenssl)('ansible role: etcd membership', () 
       fs.renameSync(path.join(etcdPki, 'host-2.key.away'), path.join(etcdPki, 'host-2.key'));
     }
   }, PLAYBOOK_MS);
+
+  it('a qmesh_quic_port set on one host only: its peers dial that port, and it dials theirs (the default)', async () => {
+    const custom = hosts.map((h) => (h.name === 'host-1' ? { ...h, vars: { qmesh_quic_port: 5443 } } : h));
+    await playbook(custom, { qmesh_fail_closed_cidrs: FLEET });
+    const endpoints = (h: InventoryHost): Record<string, string> =>
+      Object.fromEntries(JSON.parse(fs.readFileSync(configOf(h), 'utf8')).peers.map((p: any) => [p.name, p.endpoint]));
+    const [h1, h2] = hosts as [InventoryHost, InventoryHost];
+    expect(JSON.parse(fs.readFileSync(configOf(h1), 'utf8')).listen.quic).toBe(`${h1.underlayIp}:5443`);
+    expect(JSON.parse(fs.readFileSync(configOf(h2), 'utf8')).listen.quic).toBe(`${h2.underlayIp}:4433`);
+    expect(endpoints(h1)).toEqual({ [h2.name]: `${h2.underlayIp}:4433` });
+    expect(endpoints(h2)).toEqual({ [h1.name]: `${h1.underlayIp}:5443` });
+    await playbook(hosts, { qmesh_fail_closed_cidrs: FLEET }); // back to the default everywhere
+    expect(endpoints(h2)[h1.name]).toBe(`${h1.underlayIp}:4433`);
+  }, PLAYBOOK_MS * 2);
 
   it('with file membership a change of function CIDRs only reloads (restart-only with etcd alone)', async () => {
     const fileVars = { qmesh_fail_closed_cidrs: FLEET };
