@@ -1,28 +1,40 @@
 // What a live reload may change, and what needs a restart. `qmesh check-config`
 // and SIGHUP validate a new config the same way (load.ts, certificates, rules);
-// this file adds the comparison with the running config.
+// this file adds the comparison with the running config. The ansible role keeps
+// the same lists (ansible/roles/qmesh/vars/main.yml) to restart instead of
+// reloading; test/unit/reload-check.test.ts holds the two together.
 import type { Config } from './load.js';
 import { formatHostPort } from './formats.js';
 
+/** Each key only a restart can apply, with the value compared (JSON) between the running and the new config. */
+const RESTART_ONLY: ReadonlyArray<readonly [string, (c: Config) => unknown]> = [
+  ['node.name', (c) => c.node.name],
+  ['listen.quic', (c) => formatHostPort(c.listen.quic)],
+  ['listen.capture', (c) => c.listen.capture],
+  ['listen.admin', (c) => formatHostPort(c.listen.admin)],
+  ['tls.trustDomain', (c) => c.tls.trustDomain],
+  // tunnel.maxStreams follows reload (native/src/reload.rs); the rest of tunnel.* shapes connections from start.
+  ['tunnel', (c) => ({ ...c.tunnel, maxStreams: undefined })],
+  ['capture.mark', (c) => c.capture.mark],
+  // The etcd session (client, lease, watch) is made at start; the peers it brings follow every change.
+  ['membership', (c) => c.membership],
+];
+
+/** With etcd membership, also restart-only: this host's entry (its CIDRs, its endpoint) is written at start. */
+const RESTART_ONLY_WITH_ETCD: ReadonlyArray<readonly [string, (c: Config) => unknown]> = [['local.cidrs', (c) => c.local.cidrs.map(String)]];
+
+/** The keys of the two lists above, for the ansible role's copy of them. */
+export const RESTART_ONLY_KEYS = RESTART_ONLY.map(([key]) => key);
+export const RESTART_ONLY_KEYS_WITH_ETCD = RESTART_ONLY_WITH_ETCD.map(([key]) => key);
+
 /** Keys whose new value only a restart can apply, with the old and new values; empty if none. */
 export function restartOnlyChanges(running: Config, next: Config): string[] {
-  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+  const keys = running.membership.source === 'etcd' ? [...RESTART_ONLY, ...RESTART_ONLY_WITH_ETCD] : RESTART_ONLY;
   const out: string[] = [];
-  const check = (key: string, a: unknown, b: unknown): void => {
-    if (!same(a, b)) out.push(`${key} (${JSON.stringify(a)} -> ${JSON.stringify(b)})`);
-  };
-  check('node.name', running.node.name, next.node.name);
-  check('listen.quic', formatHostPort(running.listen.quic), formatHostPort(next.listen.quic));
-  check('listen.capture', running.listen.capture, next.listen.capture);
-  check('listen.admin', formatHostPort(running.listen.admin), formatHostPort(next.listen.admin));
-  check('tls.trustDomain', running.tls.trustDomain, next.tls.trustDomain);
-  // tunnel.maxStreams follows reload (native/src/reload.rs); the rest of tunnel.* shapes connections from start.
-  const fixed = (t: Config['tunnel']) => ({ ...t, maxStreams: undefined });
-  check('tunnel', fixed(running.tunnel), fixed(next.tunnel));
-  check('capture.mark', running.capture.mark, next.capture.mark);
-  // The etcd session (client, lease, watch) is made at start; the peers it brings follow every change.
-  check('membership', running.membership, next.membership);
-  // With etcd, this host's entry (its CIDRs, its endpoint) is written at start.
-  if (running.membership.source === 'etcd') check('local.cidrs', running.local.cidrs.map(String), next.local.cidrs.map(String));
+  for (const [key, value] of keys) {
+    const a = JSON.stringify(value(running));
+    const b = JSON.stringify(value(next));
+    if (a !== b) out.push(`${key} (${a} -> ${b})`);
+  }
   return out;
 }
