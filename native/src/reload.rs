@@ -12,6 +12,7 @@ use crate::registry::Direction;
 use crate::snapshot::{DeniedConnections, Snapshot};
 use crate::tunnel::{accept, Link};
 use crate::{app_error, stats};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 impl Shared {
@@ -95,15 +96,17 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// tunnel.maxStreams changed: connections peers dialled give them the new stream credit
-    /// (those we dialled give none: transport.rs). QUIC cannot take back credit already
-    /// given, so accept.rs also counts each peer's flows against the current value and
-    /// refuses the excess.
+    /// tunnel.maxStreams changed: a connection a peer dialled whose stream credit is above the
+    /// new value is lowered to it; one below keeps growing with use, now up to the new value
+    /// (accept.rs; those we dialled give none: transport.rs). QUIC cannot take back credit
+    /// already given, so accept.rs also counts each peer's flows against the current value
+    /// and refuses the excess.
     fn set_stream_limit(&self, n: u32) {
-        let n = quinn::VarInt::from_u32(n);
         for (_, link) in self.accepted_links() {
             for t in link.live() {
-                t.conn.set_max_concurrent_bi_streams(n);
+                if t.stream_credit.load(Relaxed) > n {
+                    accept::set_credit(&t, n);
+                }
             }
         }
     }

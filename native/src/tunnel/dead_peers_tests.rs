@@ -2,7 +2,7 @@
 //! peer creates a connection in the endpoint that also carries the live tunnel; that used to
 //! allocate the state of tunnel.maxStreams (65,536 by default) streams under the endpoint's
 //! lock, 10 ms each, and the dialers re-dial in waves (transport.rs). So stream credit is
-//! only given where streams arrive, and to a peer that dialled us only once it is verified.
+//! only given where streams arrive, and grows with the streams a verified peer has open.
 use crate::identity::tests::Ca;
 use crate::test_plane::{apply, client, slow_server, snapshot_json, start, Host};
 use serde_json::{json, Value};
@@ -132,23 +132,133 @@ async fn a_tunnel_we_dialled_gives_the_peer_no_stream_credit() {
     assert!(opened.is_err(), "the peer could open a stream");
 }
 
+/// Raises this process's open-file limit to its hard limit: the flows below hold two
+/// sockets each (delivery and the echo server's side).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verified_peer_gets_its_full_stream_credit() {
+async fn a_verified_peers_stream_credit_grows_with_use_up_to_max_streams() {
+    raise_fd_limit();
     let ca = Ca::new("qmesh test CA");
     let a = Host::new(&ca, "a", "127.0.0.35");
     let b = Host::new(&ca, "b", "127.0.0.36");
-    let max = 4 * super::transport::HANDSHAKE_STREAM_CREDIT;
+    let first = super::transport::HANDSHAKE_STREAM_CREDIT;
+    let max = 4 * first;
     let _node = start(
         &b,
         &snapshot_json(&ca, &b, &[&a], |v| v["tunnel"]["maxStreams"] = json!(max)),
     );
+    // An echo server that keeps every connection delivered to it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.36:0").await.unwrap();
+    let dst = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let header = crate::header::StreamHeader {
+        destination: crate::addr::Endpoint(dst),
+        source: crate::addr::Endpoint("10.1.0.5:4000".parse().unwrap()),
+    }
+    .encode()
+    .unwrap();
     let c = client(&ca, &a, "b", Duration::ZERO);
     let conn = c.connect(b.addr(), "b").await.unwrap();
+    // Unused, the credit stays small: `first` streams, not tunnel.maxStreams (whose state
+    // quinn would allocate up front).
     let mut open = Vec::new();
-    for _ in 0..max {
-        let s = tokio::time::timeout(Duration::from_secs(2), conn.open_bi()).await;
-        open.push(s.expect("credit for tunnel.maxStreams streams").unwrap());
+    for _ in 0..first {
+        open.push(conn.open_bi().await.unwrap());
+    }
+    let beyond = tokio::time::timeout(Duration::from_millis(300), conn.open_bi()).await;
+    assert!(beyond.is_err(), "credit beyond {first} before any use");
+    // In use, it grows a step ahead of the open streams, up to tunnel.maxStreams.
+    let flow = |(mut send, mut recv): (quinn::SendStream, quinn::RecvStream)| {
+        let header = header.clone();
+        async move {
+            send.write_all(&header).await.unwrap();
+            send.write_all(b"x").await.unwrap();
+            let mut got = [0u8; 1];
+            tokio::time::timeout(Duration::from_secs(5), recv.read_exact(&mut got))
+                .await
+                .expect("an echo")
+                .unwrap();
+            (send, recv)
+        }
+    };
+    let mut flows = Vec::new();
+    for s in open {
+        flows.push(flow(s).await);
+    }
+    while flows.len() < max as usize {
+        let s = tokio::time::timeout(Duration::from_secs(2), conn.open_bi())
+            .await
+            .unwrap_or_else(|_| panic!("no credit for stream {} of {max}", flows.len() + 1))
+            .unwrap();
+        flows.push(flow(s).await);
     }
     let more = tokio::time::timeout(Duration::from_millis(300), conn.open_bi()).await;
     assert!(more.is_err(), "credit beyond tunnel.maxStreams");
+}
+
+/// VmRSS of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// What each accepted tunnel costs at tunnel.maxStreams' default, idle (no flows yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: cargo test --release -- --ignored --test-threads=1 --nocapture accepted_tunnel_memory"]
+async fn accepted_tunnel_memory() {
+    const PEERS: usize = 40;
+    let ca = Ca::new("qmesh test CA");
+    let b = Host::new(&ca, "b", "127.0.0.40");
+    let peers: Vec<Host> = (1..=PEERS)
+        .map(|i| {
+            let name: &'static str = Box::leak(format!("p{i}").into_boxed_str());
+            Host::new(&ca, name, &format!("127.0.3.{i}"))
+        })
+        .collect();
+    let refs: Vec<&Host> = peers.iter().collect();
+    let _node = start(
+        &b,
+        &snapshot_json(&ca, &b, &refs, |v| {
+            v["tunnel"]["maxStreams"] = json!(65_536);
+            v["tunnel"]["maxHandshakes"] = json!(64);
+        }),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib();
+    let mut conns = Vec::new();
+    for p in &peers {
+        let c = client(&ca, p, "b", Duration::ZERO);
+        let conn = c.connect(b.addr(), "b").await.unwrap();
+        conns.push((c, conn));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_kib().saturating_sub(before);
+    println!(
+        "FIGURE accepted-tunnel-memory: {PEERS} verified peers' tunnels at tunnel.maxStreams 65536: RSS +{grown} KiB, {} KiB each (both ends in this process)",
+        grown / PEERS as u64
+    );
 }

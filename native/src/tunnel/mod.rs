@@ -16,7 +16,7 @@ pub mod validity;
 
 use crate::identity::PeerId;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// A verified QUIC connection to a peer, with the flows it carries.
@@ -26,6 +26,9 @@ pub struct Tunnel {
     /// The peer's leaf certificate (DER): a different one from the same peer means it rotated.
     pub peer_leaf: Vec<u8>,
     pub flows: AtomicU64,
+    /// On a connection the peer dialled: the streams it may have open at once (accept.rs
+    /// raises it with use; a reload of tunnel.maxStreams may lower it).
+    pub stream_credit: AtomicU32,
     pub created: std::time::Instant,
 }
 
@@ -44,6 +47,7 @@ impl Tunnel {
             peer,
             peer_leaf,
             flows: AtomicU64::new(0),
+            stream_credit: AtomicU32::new(0),
             created: std::time::Instant::now(),
         }
     }
