@@ -27,7 +27,7 @@ export async function runCommand(file: string): Promise<void> {
   const log = createLogger(config.log.level);
   // Until the handlers below are in place (etcd's first read alone may take 3 s), a signal is held
   // rather than left to Node's default, which ends the process even for SIGHUP; it is replayed after.
-  const held = holdSignals(['SIGTERM', 'SIGINT', 'SIGHUP']);
+  const held = holdSignals(['SIGTERM', 'SIGINT', 'SIGHUP'], (signal) => log.info({ signal }, 'signal held until the daemon has started'));
   // The files as this config was read from them: an edit made while the daemon starts is reloaded after.
   const watchedFilesOf = (c: typeof config): string[] => [c.file, c.tls.ca, c.tls.cert, c.tls.key];
   let lastHash = contentHash(watchedFilesOf(config));
@@ -53,13 +53,16 @@ export async function runCommand(file: string): Promise<void> {
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
+    const askedAt = Date.now();
     log.info({ signal }, 'stopping');
     systemd.stopping(`draining open connections (${signal})`);
     watcher.close();
     started
       .then(async (ok) => {
         if (!ok) return;
-        await daemon.stop();
+        // The drain's budget runs from the signal (drain.stopTimeoutMs covers graceMs + 5 s), not
+        // from the end of a start it had to wait for.
+        await daemon.stop(Math.max(0, daemon.config.drain.graceMs - (Date.now() - askedAt)));
         // A requested stop that ran its course is a clean exit, even if the grace period had to
         // reset some connections (daemon.ts logs how many): exit 1 would make systemd restart it.
         log.flush();
@@ -155,11 +158,14 @@ export async function runCommand(file: string): Promise<void> {
     if (stopping) return;
     membership?.applied();
     watcher.watch(watchedFiles());
-    // What arrived while the daemon started: a SIGHUP, an edit of its files, a membership change.
-    const next = again ?? (contentHash(watchedFiles()) !== lastHash ? 'file change' : membershipPending ? 'membership change' : null);
+    systemd.ready(`ready: ${daemon.config.peers.length} peer(s)`);
+    // What arrived while the daemon started: a SIGHUP, an edit of its files, a membership change. The
+    // highest wins; a SIGHUP or file reload carries the membership of the moment too.
+    const fileChanged = contentHash(watchedFiles()) !== lastHash;
+    const next: Trigger | null =
+      again === 'SIGHUP' ? 'SIGHUP' : fileChanged ? 'file change' : (again ?? (membershipPending ? 'membership change' : null));
     again = null;
     if (next) reload(next);
-    if (!stopping) systemd.ready(`ready: ${daemon.config.peers.length} peer(s)`);
   } catch (err) {
     startSettled(false);
     log.error({ err: String((err as Error).message ?? err) }, 'start failed');
@@ -170,9 +176,10 @@ export async function runCommand(file: string): Promise<void> {
 }
 
 /** Holds the given signals (instead of their default action) until replay(), which re-emits each once. */
-function holdSignals(signals: NodeJS.Signals[]): { replay(): void } {
+function holdSignals(signals: NodeJS.Signals[], onHeld: (signal: NodeJS.Signals) => void): { replay(): void } {
   const got: NodeJS.Signals[] = [];
   const hold = (signal: NodeJS.Signals): void => {
+    onHeld(signal);
     if (!got.includes(signal)) got.push(signal);
   };
   for (const signal of signals) process.on(signal, hold);

@@ -10,7 +10,7 @@ use crate::plane::Shared;
 use crate::policy::{Action, PolicyFlow};
 use crate::registry::Direction;
 use crate::snapshot::{DeniedConnections, Snapshot};
-use crate::tunnel::{accept, Link};
+use crate::tunnel::{accept, credit, Link};
 use crate::{app_error, stats};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -105,7 +105,7 @@ impl Shared {
         for (_, link) in self.accepted_links() {
             for t in link.live() {
                 if t.stream_credit.load(Relaxed) > n {
-                    accept::set_credit(&t, n);
+                    credit::set(&t, n);
                 }
             }
         }

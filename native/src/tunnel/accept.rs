@@ -3,7 +3,7 @@
 //! per source) must have room, and under load (or always, by config) the address is
 //! validated with a stateless Retry first. The handshake's verifier requires exactly
 //! the SPIFFE id of the peer at that address. Streams the peer opens go to deliver.rs.
-use super::{transport, FlowOnTunnel, Tunnel};
+use super::{credit, transport, FlowOnTunnel, Tunnel};
 use crate::addr::Endpoint;
 use crate::events::Level;
 use crate::per_source::{PerSource, SourceSlot};
@@ -165,11 +165,11 @@ async fn handshake(
     // dialled before still looks alive means it restarted or renews.
     let redialled = link.live().iter().any(|t| t.conn.close_reason().is_none());
     link.add(tunnel.clone());
-    // Verified: its stream credit grows with use from here (grow_credit below). Read after
-    // `add`, so a reload from here on also reaches this connection; the loop below counts the
-    // peer's flows against tunnel.maxStreams in force regardless.
-    let max = shared.snapshot.load().tunnel.max_streams;
-    set_credit(&tunnel, max.min(transport::HANDSHAKE_STREAM_CREDIT));
+    // Verified: its stream credit grows with use from here (credit.rs). Set after `add`, so a
+    // reload from here on also reaches this connection; the loop below counts the peer's flows
+    // against tunnel.maxStreams in force regardless.
+    credit::set_within_max(&shared, &tunnel, credit::VERIFIED_STREAM_CREDIT);
+    let mut recent = credit::Recent::new(Instant::now());
     stats::inc(&shared.quic.connections);
     shared.emit(Level::Info, "quic-listener", "peer tunnel accepted", fields! {"peer" => peer.name, "role" => "server", "from" => from.to_string(), "peerNotAfter" => iso(tunnel.peer.not_after_unix)});
     if let Some(d) = shared.dialer(&peer.name) {
@@ -192,6 +192,8 @@ async fn handshake(
         tokio::select! {
             s = tunnel.conn.accept_bi() => match s {
                 Ok((send, recv)) => {
+                    // Every stream the peer opens holds credit, refused ones too, until quinn frees it.
+                    let recent = recent.opened(Instant::now(), tunnel.conn.rtt());
                     if shared.draining.load(Relaxed) {
                         refuse_stream(send, recv, app_error::SHUTDOWN);
                         continue;
@@ -218,7 +220,7 @@ async fn handshake(
                     // Counted here, before the task runs, so a burst cannot pass the cap.
                     let on_tunnel = FlowOnTunnel::new(tunnel.clone());
                     tokio::spawn(deliver::deliver(shared.clone(), peer.clone(), on_tunnel, send, recv));
-                    grow_credit(&tunnel, max);
+                    credit::grow(&shared, &tunnel, recent);
                 }
                 Err(e) => break super::describe_close(&e),
             },
@@ -237,24 +239,6 @@ async fn handshake(
         "peer tunnel closed",
         fields! {"peer" => peer.name, "reason" => reason},
     );
-}
-
-/// Sets the streams the peer may have open at once on this connection.
-pub fn set_credit(tunnel: &Tunnel, credit: u32) {
-    tunnel.stream_credit.store(credit, Relaxed);
-    tunnel
-        .conn
-        .set_max_concurrent_bi_streams(quinn::VarInt::from_u32(credit));
-}
-
-/// Doubles the peer's stream credit, up to `max`, once half of it is in use: quinn allocates
-/// state for every stream of credit (transport.rs), so it grows with the streams in use, and a
-/// step ahead of them, so a burst does not wait on it (the peer's open_bi waits, it does not fail).
-fn grow_credit(tunnel: &Tunnel, max: u32) {
-    let credit = tunnel.stream_credit.load(Relaxed);
-    if credit < max && tunnel.flows.load(Relaxed) * 2 >= u64::from(credit) {
-        set_credit(tunnel, credit.saturating_mul(2).clamp(1, max));
-    }
 }
 
 fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, code: u32) {

@@ -154,8 +154,8 @@ async fn a_verified_peers_stream_credit_grows_with_use_up_to_max_streams() {
     let ca = Ca::new("qmesh test CA");
     let a = Host::new(&ca, "a", "127.0.0.35");
     let b = Host::new(&ca, "b", "127.0.0.36");
-    let first = super::transport::HANDSHAKE_STREAM_CREDIT;
-    let max = 4 * first;
+    let first = super::credit::VERIFIED_STREAM_CREDIT;
+    let max = 2 * first;
     let _node = start(
         &b,
         &snapshot_json(&ca, &b, &[&a], |v| v["tunnel"]["maxStreams"] = json!(max)),
@@ -183,7 +183,8 @@ async fn a_verified_peers_stream_credit_grows_with_use_up_to_max_streams() {
     // quinn would allocate up front).
     let mut open = Vec::new();
     for _ in 0..first {
-        open.push(conn.open_bi().await.unwrap());
+        let s = tokio::time::timeout(Duration::from_secs(2), conn.open_bi()).await;
+        open.push(s.expect("credit for the first streams").unwrap());
     }
     let beyond = tokio::time::timeout(Duration::from_millis(300), conn.open_bi()).await;
     assert!(beyond.is_err(), "credit beyond {first} before any use");

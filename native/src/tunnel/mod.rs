@@ -2,6 +2,7 @@
 //! dials each peer (dial.rs) and carries its outbound flows on that connection; each
 //! peer dials us and its flows arrive on the connection we accepted (accept.rs).
 pub mod accept;
+pub mod credit;
 #[cfg(test)]
 mod dead_peers_tests;
 pub mod dial;

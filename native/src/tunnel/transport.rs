@@ -9,9 +9,9 @@
 //! in `Endpoint::connect_with` / `Incoming::accept_with` under the endpoint's lock, which the
 //! endpoint driver needs for every datagram of every connection. So a connection we dial
 //! gives the peer no stream credit (flows only ever go from the dialling side: accept.rs), and
-//! one we accept gives it a little, and raises it only as the verified peer's open streams
-//! approach it (accept.rs, up to tunnel.maxStreams): memory follows the streams in use, not
-//! the cap. 200 live peers at the full credit held about 1.1 GB.
+//! one we accept gives it a little, then a little more once the peer is verified, and raises
+//! it only as the peer's streams approach it (credit.rs, up to tunnel.maxStreams): memory
+//! follows the streams in use, not the cap. 200 live peers at the full credit held 1.1 GB.
 use crate::identity::{self, Credentials, Verdict};
 use crate::snapshot::{Congestion, Snapshot};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -24,9 +24,8 @@ use std::time::Duration;
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
-/// Streams a peer that dialled us may open at first: enough for the flows that ride with the
-/// handshake, cheap to allocate (see the module docs). accept.rs doubles it, up to
-/// tunnel.maxStreams, whenever the verified peer has half of it open.
+/// Streams a peer that dialled us may open before it is verified: enough for the flows that
+/// ride with the handshake, cheap to allocate (see the module docs; credit.rs after that).
 pub const HANDSHAKE_STREAM_CREDIT: u32 = 256;
 
 /// `peer_streams`: how many bidirectional streams the peer may have open at once.
